@@ -1,0 +1,232 @@
+"""Training configuration: one typed dataclass, filled in layers.
+
+Precedence, lowest first: `GLOBAL_DEFAULTS` < the model's recipe < a YAML `--config`
+file < command-line flags. Every field left as None is filled by `resolve_config`,
+and the fully resolved config is what a run folder's `config.yaml` records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mnistlab.errors import UsageError
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta", "rmsprop")
+SCHEDULERS = ("none", "step", "cosine", "onecycle")
+INIT_METHODS = ("default", "gaussian", "xavier", "kaiming", "zeros")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+AMP_MODES = ("auto", "bf16", "off")
+PROGRESS_MODES = ("bar", "quiet", "jsonl")
+
+
+@dataclass
+class TrainConfig:
+    """Everything needed to (re)run one training run. None means "model recipe, then global default"."""
+
+    model: str = "fast"
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    model_options: dict[str, Any] = field(default_factory=dict)
+    init: str | None = None
+    # Optimisation
+    epochs: float | None = None  # fractions train part of the last epoch
+    batch_size: int | None = None
+    lr: float | None = None
+    optimizer: str | None = None
+    momentum: float | None = None
+    nesterov: bool | None = None
+    betas: tuple[float, float] | None = None
+    weight_decay: float | None = None
+    scheduler: str | None = None
+    step_size: int | None = None  # step scheduler: epochs between decays
+    gamma: float | None = None  # step scheduler: decay factor
+    pct_start: float | None = None  # onecycle: fraction of steps spent warming up
+    label_smoothing: float | None = None
+    clip_grad: float | None = None  # max gradient norm; None disables
+    augment: bool | None = None  # small random shifts, done batched on the device
+    # Data split and early stopping
+    seed: int = 0
+    valid_fraction: float | None = None
+    stratify: bool = False
+    patience: int | None = None  # 0 disables early stopping
+    drop_last: bool | None = None
+    eval_batch_size: int = 2000
+    # Hardware
+    device: str = "auto"
+    amp: str = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16, else off
+    compile: bool = False
+    channels_last: bool | None = None  # None: on for convolutional models
+    threads: int | None = None
+    # Output
+    out: str = "runs"
+    name: str | None = None
+    resume: str | None = None
+    progress: str = "bar"
+    plots: bool = True
+    tensorboard: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-types dict (tuples become lists) for YAML/JSON and checkpoints."""
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
+        """Build from a dict, rejecting unknown keys with a suggestion."""
+        check_keys(values, source)
+        values = dict(values)
+        if values.get("betas") is not None:
+            values["betas"] = tuple(values["betas"])
+        return cls(**values)
+
+
+# What a field gets when neither the model's recipe nor the user sets it.
+GLOBAL_DEFAULTS: dict[str, Any] = {
+    "init": "default",
+    "epochs": 10,
+    "batch_size": 64,
+    "lr": 1e-3,
+    "optimizer": "adam",
+    "momentum": 0.9,
+    "nesterov": False,
+    "betas": (0.9, 0.999),
+    "weight_decay": 0.0,
+    "scheduler": "none",
+    "step_size": 5,
+    "gamma": 0.1,
+    "pct_start": 0.3,
+    "label_smoothing": 0.0,
+    "augment": False,
+    "valid_fraction": 0.2,
+    "patience": 0,
+    "drop_last": False,
+}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def check_keys(values: dict[str, Any], source: str) -> None:
+    known = field_names()
+    for key in values:
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=2)
+            extra = f" Did you mean: {', '.join(hint)}?" if hint else ""
+            raise UsageError(f"unknown setting {key!r} in {source}.{extra}")
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config with the safe loader; keys are TrainConfig fields (dashes allowed)."""
+    import yaml
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {p}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UsageError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"config file {p} must hold a mapping of settings, not {type(data).__name__}")
+    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    # Run folders write `model_options`; hand-written files may say `set` like the flag.
+    if "set" in data:
+        data["model_options"] = {**(data.get("model_options") or {}), **(data.pop("set") or {})}
+    for key in ("package_version", "resolved"):
+        data.pop(key, None)
+    check_keys(data, f"config file {p}")
+    return data
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UsageError(f"bad {name} {value!r}: choose one of {', '.join(choices)}")
+
+
+def _check_range(name: str, value: Any, low: float, high: float | None = None, *, low_open: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise UsageError(f"bad {name} {value!r}: expected a number")
+    too_low = value <= low if low_open else value < low
+    if too_low or (high is not None and value > high):
+        bound = f"> {low}" if low_open else f">= {low}"
+        if high is not None:
+            bound += f" and <= {high}"
+        raise UsageError(f"bad {name} {value!r}: must be {bound}")
+
+
+def resolve_config(config: TrainConfig) -> TrainConfig:
+    """Fill every None from the model's recipe, then GLOBAL_DEFAULTS, and validate all values.
+
+    The model options are checked against the model's signature here too, so a typo
+    fails before any data is loaded.
+    """
+    from mnistlab.models import get_model_info, resolve_options
+
+    info = get_model_info(config.model)
+    values = dataclasses.asdict(config)
+    for key, default in GLOBAL_DEFAULTS.items():
+        if values[key] is None:
+            values[key] = info.recipe.get(key, default)
+    for key, value in info.recipe.items():
+        if key == "model_options":
+            values["model_options"] = {**value, **values["model_options"]}
+        elif key not in GLOBAL_DEFAULTS and values.get(key) is None:
+            values[key] = value
+    values["model_options"] = resolve_options(config.model, values["model_options"])
+    if values["betas"] is not None:
+        values["betas"] = tuple(float(b) for b in values["betas"])
+    cfg = TrainConfig(**values)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Raise UsageError for any value out of its range or choices."""
+    _check_choice("optimizer", cfg.optimizer, OPTIMIZERS)
+    _check_choice("scheduler", cfg.scheduler, SCHEDULERS)
+    _check_choice("init", cfg.init, INIT_METHODS)
+    _check_choice("device", cfg.device, DEVICES)
+    _check_choice("amp", cfg.amp, AMP_MODES)
+    _check_choice("progress", cfg.progress, PROGRESS_MODES)
+    _check_range("epochs", cfg.epochs, 0, 100_000, low_open=True)
+    for name in ("batch_size", "eval_batch_size"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000:
+            raise UsageError(f"bad {name.replace('_', '-')} {value!r}: expected a whole number from 1 to 1000000")
+    _check_range("lr", cfg.lr, 0, 1e3, low_open=True)
+    _check_range("momentum", cfg.momentum, 0, 1)
+    _check_range("weight-decay", cfg.weight_decay, 0, 10)
+    _check_range("label-smoothing", cfg.label_smoothing, 0, 1)
+    _check_range("valid-fraction", cfg.valid_fraction, 0, 0.9)
+    _check_range("gamma", cfg.gamma, 0, 1, low_open=True)
+    _check_range("pct-start", cfg.pct_start, 0, 1, low_open=True)
+    if cfg.pct_start >= 1:
+        raise UsageError(f"bad pct-start {cfg.pct_start!r}: must be below 1")
+    if cfg.betas is None or len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):
+        raise UsageError(f"bad betas {cfg.betas!r}: expected two numbers in [0, 1)")
+    for name in ("patience", "step_size", "seed"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "step_size" else 0):
+            raise UsageError(f"bad {name.replace('_', '-')} {value!r}: expected a whole number >= 0")
+    if cfg.seed > 2**63 - 1:
+        raise UsageError(f"bad seed {cfg.seed!r}: too large")
+    if cfg.clip_grad is not None:
+        _check_range("clip-grad", cfg.clip_grad, 0, None, low_open=True)
+    if cfg.threads is not None and (not isinstance(cfg.threads, int) or not 1 <= cfg.threads <= 1024):
+        raise UsageError(f"bad threads {cfg.threads!r}: expected a whole number from 1 to 1024")
