@@ -90,7 +90,7 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
     "batch_size": 64,
     "lr": 1e-3,
     "optimizer": "adam",
-    "momentum": 0.9,
+    "momentum": 0.0,
     "nesterov": False,
     "betas": (0.9, 0.999),
     "weight_decay": 0.0,

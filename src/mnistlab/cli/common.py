@@ -1,0 +1,93 @@
+"""Flags shared by several commands, and the translation of train flags into a TrainConfig."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+S = argparse.SUPPRESS
+
+
+def add_data_flags(p: argparse.ArgumentParser, dataset_default: Any = S) -> None:
+    p.add_argument(
+        "--dataset", default=dataset_default, metavar="NAME",
+        help="mnist, fashion-mnist, kmnist, folder:PATH or csv:PATH (default: mnist)",
+    )
+    p.add_argument(
+        "--data-dir", default=S, metavar="DIR",
+        help="data root (default: $MNISTLAB_DATA, else ~/.cache/mnistlab); dataset NAME is read from DIR/NAME/",
+    )
+
+
+def add_train_flags(p: argparse.ArgumentParser) -> None:
+    """Every TrainConfig field as a flag. Defaults are SUPPRESS so that only flags given override."""
+    g = p.add_argument_group("model and data")
+    g.add_argument("--config", "-c", default=S, metavar="FILE", help="YAML file of settings (flags win over it)")
+    g.add_argument("--model", "-m", default=S, help="model name (see `mnistlab models`; default: fast)")
+    add_data_flags(g)
+    g.add_argument("--set", dest="set", action="append", default=S, metavar="KEY=VALUE",
+                   help="model option, repeatable: --set hidden_dims=784,128,128,128 --set batchnorm=false")
+    g.add_argument("--init", default=S, help="weight init: default, gaussian, xavier, kaiming, zeros")
+    g.add_argument("--valid-fraction", type=float, default=S, metavar="F", help="held-out validation share (default 0.2)")
+    g.add_argument("--stratify", action="store_true", default=S, help="stratified train/valid split")
+    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=S, help="random shifts of up to 2 px")
+
+    g = p.add_argument_group("optimisation (defaults: the model's recipe, see `mnistlab models`)")
+    g.add_argument("--epochs", type=float, default=S, help="epochs; a fraction trains part of the last one")
+    g.add_argument("--batch-size", "-b", type=int, default=S)
+    g.add_argument("--lr", type=float, default=S, help="learning rate (the peak rate for onecycle)")
+    g.add_argument("--optimizer", default=S, help="sgd, adam, adamw, adadelta, rmsprop")
+    g.add_argument("--momentum", type=float, default=S, help="for sgd and rmsprop")
+    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=S, help="Nesterov momentum (sgd)")
+    g.add_argument("--betas", type=float, nargs=2, default=S, metavar=("B1", "B2"), help="for adam/adamw")
+    g.add_argument("--weight-decay", type=float, default=S)
+    g.add_argument("--scheduler", default=S, help="none, step, cosine, onecycle")
+    g.add_argument("--step-size", type=int, default=S, help="step scheduler: epochs between decays")
+    g.add_argument("--gamma", type=float, default=S, help="step scheduler: decay factor")
+    g.add_argument("--pct-start", type=float, default=S, help="onecycle: share of steps warming up")
+    g.add_argument("--label-smoothing", type=float, default=S)
+    g.add_argument("--clip-grad", type=float, default=S, metavar="NORM", help="clip the gradient norm")
+    g.add_argument("--patience", type=int, default=S, help="early stopping on valid loss; 0 disables")
+    g.add_argument("--drop-last", action=argparse.BooleanOptionalAction, default=S)
+    g.add_argument("--seed", type=int, default=S, help="seeds every random source (default 0)")
+
+    g = p.add_argument_group("hardware")
+    g.add_argument("--device", default=S, help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
+    g.add_argument("--amp", default=S, help="auto, bf16, off (auto: bf16 where the hardware has it)")
+    g.add_argument("--compile", action="store_true", default=S, help="torch.compile the model (CUDA)")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=S)
+    g.add_argument("--threads", type=int, default=S, help="CPU threads for torch")
+    g.add_argument("--eval-batch-size", type=int, default=S)
+
+    g = p.add_argument_group("output")
+    g.add_argument("--out", default=S, metavar="DIR", help="runs root (default: runs/)")
+    g.add_argument("--name", default=S, help="run name (default: the model's; -2, -3... if taken)")
+    g.add_argument("--resume", default=S, metavar="RUN", help="continue RUN from its last checkpoint")
+    g.add_argument("--quiet", "-q", dest="progress", action="store_const", const="quiet", default=S,
+                   help="print only the result")
+    g.add_argument("--jsonl", dest="progress", action="store_const", const="jsonl", default=S,
+                   help="one JSON object per epoch and for the result, for scripts")
+    g.add_argument("--no-plots", dest="plots", action="store_false", default=S, help="skip plots and report")
+    g.add_argument("--tensorboard", action="store_true", default=S, help="also log to RUN/tensorboard/")
+
+
+# argparse dest -> TrainConfig field, where they differ
+_RENAMES = {"set": "model_options"}
+_NOT_CONFIG = {"command", "handler", "debug", "config", "data_command", "grid", "workers"}
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """Merge the YAML `--config` file (if any) and the given flags into a TrainConfig."""
+    from mnistlab.config import TrainConfig, load_config_file
+    from mnistlab.models.registry import parse_set_flags
+
+    values: dict[str, Any] = load_config_file(args.config) if getattr(args, "config", None) else {}
+    for key, value in vars(args).items():
+        if key in _NOT_CONFIG:
+            continue
+        key = _RENAMES.get(key, key)
+        if key == "model_options":
+            values["model_options"] = {**(values.get("model_options") or {}), **parse_set_flags(value)}
+        else:
+            values[key] = value
+    return TrainConfig.from_dict(values, "the command line")

@@ -1,0 +1,94 @@
+"""`mnistlab data info|download|show`."""
+
+from __future__ import annotations
+
+import argparse
+
+from mnistlab.cli.common import add_data_flags
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="download, inspect and look at datasets")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=type(p))
+
+    q = dsub.add_parser("info", help="split sizes, class histogram, file location and integrity")
+    add_data_flags(q, dataset_default="mnist")
+    q.add_argument("--valid-fraction", type=float, default=0.2, help="the train/valid split to show (default 0.2)")
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(handler=run_info)
+
+    q = dsub.add_parser("download", help="download a dataset (mirrors tried in order, checksums verified)")
+    add_data_flags(q, dataset_default="mnist")
+    q.set_defaults(handler=run_download)
+
+    q = dsub.add_parser("show", help="save a labelled grid of samples as a PNG")
+    add_data_flags(q, dataset_default="mnist")
+    q.add_argument("--split", choices=["train", "test"], default="train")
+    q.add_argument("--n", type=int, default=32, help="number of images (1-400)")
+    q.add_argument("--seed", type=int, default=0, help="which random images")
+    q.add_argument("--out", required=True, metavar="FILE.png")
+    q.set_defaults(handler=run_show)
+    p.set_defaults(handler=lambda args: p.print_help() or 2)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    import torch
+
+    from mnistlab.data import DATASETS, load_dataset, resolve_data_root, split_indices, verify_dataset
+
+    data_dir = getattr(args, "data_dir", None)
+    data = load_dataset(args.dataset, data_dir, seed=args.seed)
+    print(f"dataset   {data.name}")
+    print(f"location  {data.location}")
+    if args.dataset in DATASETS:
+        checks = verify_dataset(args.dataset, resolve_data_root(data_dir))
+        status = "all files verify (sha256)" if all(v == "ok" for v in checks.values()) else "; ".join(
+            f"{k}: {v}" for k, v in checks.items()
+        )
+        print(f"integrity {status}")
+    train_idx, valid_idx = split_indices(data.train_labels, args.valid_fraction, args.seed)
+    print(
+        f"images    {data.in_channels}x{data.image_size}x{data.image_size} uint8, {data.num_classes} classes, "
+        f"mean {', '.join(f'{m:.4f}' for m in data.mean)} std {', '.join(f'{s:.4f}' for s in data.std)}"
+    )
+    print(
+        f"splits    train {len(train_idx)} + valid {len(valid_idx)} (of {len(data.train_labels)}, "
+        f"valid fraction {args.valid_fraction:g}, seed {args.seed}), test {len(data.test_labels)}"
+    )
+    k = data.num_classes
+    train_hist = torch.bincount(data.train_labels, minlength=k).tolist()
+    test_hist = torch.bincount(data.test_labels, minlength=k).tolist()
+    width = max(5, max(len(c) for c in data.classes))
+    print(f"\n{'class':<{width}} {'train':>7} {'test':>7}")
+    for name, a, b in zip(data.classes, train_hist, test_hist):
+        print(f"{name:<{width}} {a:>7} {b:>7}")
+    return 0
+
+
+def run_download(args: argparse.Namespace) -> int:
+    from mnistlab.data import download_dataset, get_dataset_spec, resolve_data_root
+
+    get_dataset_spec(args.dataset)
+    folder = download_dataset(args.dataset, resolve_data_root(getattr(args, "data_dir", None)))
+    print(f"{args.dataset} is ready in {folder}")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    import torch
+
+    from mnistlab.data import load_dataset
+    from mnistlab.errors import UsageError
+    from mnistlab.plots import save_image_grid
+
+    if not 1 <= args.n <= 400:
+        raise UsageError(f"--n {args.n}: choose 1 to 400 images")
+    data = load_dataset(args.dataset, getattr(args, "data_dir", None), seed=args.seed)
+    images = data.train_images if args.split == "train" else data.test_images
+    labels = data.train_labels if args.split == "train" else data.test_labels
+    gen = torch.Generator().manual_seed(args.seed)
+    idx = torch.randperm(len(images), generator=gen)[: args.n]
+    titles = [data.classes[int(labels[i])] for i in idx]
+    save_image_grid(images[idx], titles, args.out, title=f"{data.name} {args.split}: {len(idx)} samples")
+    print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,153 @@
+"""Evaluation: logits for a split, then the metrics of `mnistlab.metrics`.
+
+`mnistlab evaluate RUN` and the end of `mnistlab train` share `predict_logits` and
+`score`, so the test numbers in summary.json and from `evaluate` are computed the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mnistlab.errors import MnistlabError, UsageError
+from mnistlab.metrics import classification_metrics
+from mnistlab.runs import Run, load_run
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 2000,
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """Float32 logits [N, K] on the CPU for uint8 images [N, C, H, W], in eval mode and fp32.
+
+    Large batches: evaluation has no backward pass, so memory is not the limit and
+    fewer, bigger batches cut the per-call overhead.
+    """
+    from mnistlab.data import BatchIterator
+
+    was_training = model.training
+    model.eval()
+    batches = BatchIterator(
+        images, torch.zeros(len(images), dtype=torch.long), batch_size=batch_size, mean=mean, std=std,
+        shuffle=False, device=device, channels_last=channels_last,
+    )
+    outs = [model(x).float().cpu() for x, _ in batches]
+    model.train(was_training)
+    if not outs:
+        return torch.zeros(0, 0)
+    return torch.cat(outs)
+
+
+def score(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict[str, Any]:
+    """Metrics dict for logits and labels: classification_metrics plus the cross-entropy `loss`."""
+    metrics = classification_metrics(logits.numpy(), labels.cpu().numpy(), classes)
+    metrics["loss"] = float(F.cross_entropy(logits, labels.cpu()).item()) if len(labels) else None
+    return metrics
+
+
+def split_images(data: Any, config: dict[str, Any], split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images and labels of `split` (train/valid/test), recreated exactly as the run split them."""
+    from mnistlab.data import split_indices
+
+    if split == "test":
+        return data.test_images, data.test_labels
+    train_idx, valid_idx = split_indices(
+        data.train_labels, float(config.get("valid_fraction") or 0.0), int(config.get("seed", 0)),
+        bool(config.get("stratify", False)),
+    )
+    idx = valid_idx if split == "valid" else train_idx
+    if split == "valid" and len(idx) == 0:
+        raise UsageError("this run has no validation split (valid_fraction was 0); use --split test")
+    return data.train_images[idx], data.train_labels[idx]
+
+
+def evaluate(
+    run: str | Path | Run,
+    split: str = "test",
+    *,
+    checkpoint: str = "best",
+    data_dir: str | None = None,
+    device: str = "auto",
+    plots: bool = False,
+) -> dict[str, Any]:
+    """Evaluate a run's checkpoint on one split of its dataset.
+
+    Args:
+        run: a run folder (or the Run that `mnistlab.train` returned).
+        split: "test" (default), "valid" or "train" — the split is recreated from the run's seed.
+        checkpoint: "best" or "last".
+        data_dir: where the dataset lives, if not where the run found it.
+        plots: also (re)write the run's plots and report.md for this evaluation.
+
+    Returns:
+        The metrics dict (accuracy, precision_macro, recall_macro, f1_macro, auc_macro,
+        confusion_matrix, per_class, samples, loss) plus `split` and `checkpoint`.
+
+    Example:
+        >>> metrics = evaluate("runs/fast")            # doctest: +SKIP
+        >>> round(metrics["accuracy"], 4)              # doctest: +SKIP
+    """
+    from mnistlab.data import load_dataset
+    from mnistlab.train.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from mnistlab.train.engine import select_device
+
+    if split not in ("test", "valid", "train"):
+        raise UsageError(f"bad split {split!r}: choose test, valid or train")
+    if checkpoint not in ("best", "last"):
+        raise UsageError(f"bad checkpoint {checkpoint!r}: choose best or last")
+    run = load_run(run)
+    config = run.config
+    ckpt_path = run.checkpoint_path(checkpoint)
+    if not ckpt_path.is_file():
+        raise MnistlabError(f"run {run.path} has no {checkpoint} checkpoint ({ckpt_path})")
+    ckpt = load_checkpoint(ckpt_path)
+    model = build_model_from_checkpoint(ckpt, str(ckpt_path))
+    data = load_dataset(config["dataset"], data_dir or config.get("data_dir"), seed=int(config.get("seed", 0)))
+    if list(data.classes) != list(ckpt["data"]["classes"]):
+        raise MnistlabError(
+            f"the dataset {config['dataset']!r} found now has classes {list(data.classes)[:5]}..., "
+            f"but the run was trained on {list(ckpt['data']['classes'])[:5]}...; pass the right --data-dir"
+        )
+    images, labels = split_images(data, config, split)
+    dev = select_device(device)
+    model.to(dev)
+    channels_last = bool(config.get("channels_last"))
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    logits = predict_logits(
+        model, images, tuple(ckpt["data"]["mean"]), tuple(ckpt["data"]["std"]), device=dev,
+        batch_size=int(config.get("eval_batch_size") or 2000), channels_last=channels_last,
+    )
+    metrics = score(logits, labels, list(data.classes))
+    metrics.update(split=split, checkpoint=checkpoint, epoch=ckpt.get("epoch"))
+    if plots:
+        _write_report(run, logits, split)
+    return metrics
+
+
+def _write_report(run: Run, logits: torch.Tensor, split: str) -> None:
+    """Plots and report for this evaluation; a failure is a warning, never an error."""
+    import sys
+
+    try:
+        from mnistlab import report
+    except ImportError:
+        return
+    if split != "test":
+        return  # the report describes the test split
+    try:
+        report.write_run_report(run, test_logits=logits)
+    except Exception as exc:  # noqa: BLE001 - plotting must never fail an evaluation
+        print(f"warning: could not write plots/report for {run.path}: {exc}", file=sys.stderr)
+

@@ -1,0 +1,165 @@
+"""Run folders: one per experiment, holding everything needed to read, compare or rerun it.
+
+    runs/<name>/
+        config.yaml        resolved config (+ package version): `mnistlab train --config` reruns it
+        metrics.csv        one row per epoch
+        summary.json       status, stop reason, timings and the test metrics
+        environment.json   torch version, device, threads, platform
+        checkpoints/best.pt, checkpoints/last.pt
+        plots/, report.md  (written by mnistlab.report)
+
+Every file is written atomically (temp file + rename), so a run killed at any moment
+keeps its previous good files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mnistlab.errors import MnistlabError, UsageError
+
+METRIC_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "valid_loss",
+    "valid_accuracy",
+    "lr",
+    "train_seconds",
+    "epoch_seconds",
+]
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=,-]{0,120}$")
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    from mnistlab.train.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Atomically write pretty JSON."""
+    _atomic_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_yaml(path: Path, data: Any) -> None:
+    """Atomically write YAML (block style, keys in insertion order)."""
+    import yaml
+
+    _atomic_text(path, yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
+
+
+def write_metrics_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Atomically rewrite metrics.csv from the full history (small: one row per epoch)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in METRIC_COLUMNS})
+    _atomic_text(path, buf.getvalue())
+
+
+def read_metrics_csv(path: Path) -> list[dict[str, Any]]:
+    """Read metrics.csv back into typed rows (missing values become None)."""
+    if not path.is_file():
+        return []
+    rows = []
+    with path.open(newline="", encoding="utf-8") as fh:
+        for raw in csv.DictReader(fh):
+            row: dict[str, Any] = {}
+            for key, value in raw.items():
+                if value in ("", None):
+                    row[key] = None
+                elif key == "epoch":
+                    row[key] = int(float(value))
+                else:
+                    try:
+                        row[key] = float(value)
+                    except ValueError:
+                        row[key] = value
+            rows.append(row)
+    return rows
+
+
+def check_run_name(name: str) -> str:
+    """A run name is one safe path component: no separators, no `..`, no leading dot."""
+    if not _NAME_RE.match(name) or ".." in name:
+        raise UsageError(
+            f"bad run name {name!r}: use letters, digits and . _ - + = , (no slashes, not starting with a dot)"
+        )
+    return name
+
+
+def create_run_dir(out: str | Path, name: str) -> Path:
+    """Make `out/name`, or `out/name-2`, `-3`, ... if taken: an existing run is never overwritten."""
+    check_run_name(name)
+    root = Path(out)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MnistlabError(f"cannot create runs folder {root}: {exc.strerror or exc}") from None
+    for i in range(1, 10_000):
+        candidate = root / (name if i == 1 else f"{name}-{i}")
+        try:
+            candidate.mkdir()  # atomic: two processes never get the same folder
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise MnistlabError(f"cannot create run folder {candidate}: {exc.strerror or exc}") from None
+        (candidate / "checkpoints").mkdir()
+        return candidate
+    raise MnistlabError(f"too many runs named {name!r} in {root}")
+
+
+@dataclass
+class Run:
+    """A run folder on disk, as `mnistlab.train` returns it and `load_run` reads it."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def config(self) -> dict[str, Any]:
+        import yaml
+
+        return yaml.safe_load((self.path / "config.yaml").read_text(encoding="utf-8")) or {}
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        p = self.path / "summary.json"
+        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return read_metrics_csv(self.path / "metrics.csv")
+
+    @property
+    def test_metrics(self) -> dict[str, Any]:
+        return self.summary.get("test", {})
+
+    def checkpoint_path(self, which: str = "best") -> Path:
+        return self.path / "checkpoints" / f"{which}.pt"
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+
+def load_run(path: str | Path | Run) -> Run:
+    """Open an existing run folder, with a clear error when it is not one."""
+    if isinstance(path, Run):
+        return path
+    p = Path(path)
+    if not p.is_dir():
+        raise MnistlabError(f"run folder {p} does not exist")
+    if not (p / "config.yaml").is_file():
+        raise MnistlabError(f"{p} is not an mnistlab run folder (no config.yaml)")
+    return Run(p)

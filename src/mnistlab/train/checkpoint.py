@@ -1,0 +1,121 @@
+"""Checkpoints: plain state dicts and values only, written atomically, loaded with weights_only=True.
+
+A checkpoint never holds a pickled object, so loading one from an untrusted source
+cannot execute code: `torch.load(weights_only=True)` refuses anything but tensors,
+numbers, strings and containers of them.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mnistlab.errors import CheckpointError
+
+FORMAT_VERSION = 1
+KIND = "mnistlab-checkpoint"
+
+
+def atomic_write_bytes(path: Path, write: Any) -> None:
+    """Call `write(file)` on a temp file beside `path`, fsync, then rename over `path`.
+
+    A crash at any moment leaves either the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write a checkpoint dict atomically (adds the format marker)."""
+    payload = {"kind": KIND, "format_version": FORMAT_VERSION, **payload}
+    atomic_write_bytes(Path(path), lambda fh: torch.save(payload, fh))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint safely; any problem is a CheckpointError with the file's name.
+
+    Example:
+        >>> ckpt = load_checkpoint("runs/fast/checkpoints/best.pt")   # doctest: +SKIP
+        >>> ckpt["model"]["name"], ckpt["epoch"]                      # doctest: +SKIP
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {p} does not exist")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"refused to load {p}: it holds objects other than plain tensors and values "
+            f"(unsafe to unpickle; {first[:160]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {p}: {str(exc).splitlines()[0][:200]} (is it truncated?)") from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != KIND:
+        raise CheckpointError(f"{p} is not an mnistlab checkpoint")
+    if ckpt.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{p} was written by a newer mnistlab (format {ckpt['format_version']}); upgrade mnistlab")
+    return ckpt
+
+
+def load_model_state(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Load weights strictly, turning key and shape mismatches into one clear message."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict and tuple(own[k].shape) != tuple(state_dict[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if shapes:
+            parts.append("shape mismatch " + "; ".join(shapes[:3]))
+        if missing:
+            parts.append(f"missing {len(missing)} weights (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} weights (e.g. {unexpected[0]})")
+        raise CheckpointError(
+            f"checkpoint {source} does not match model {type(model).__name__}: {', '.join(parts)}. "
+            "Was it trained with another model or other --set options?"
+        )
+    model.load_state_dict(state_dict)
+
+
+def build_model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint") -> nn.Module:
+    """Rebuild the model described by a checkpoint and load its weights (eval mode, CPU)."""
+    from mnistlab.models import create_model
+
+    try:
+        spec, data = ckpt["model"], ckpt["data"]
+        model = create_model(
+            spec["name"],
+            num_classes=len(data["classes"]),
+            in_channels=int(data["in_channels"]),
+            image_size=int(data["image_size"]),
+            **spec.get("options", {}),
+        )
+        load_model_state(model, ckpt["state_dict"], source)
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {source} lacks {exc}: not a complete mnistlab checkpoint") from None
+    return model.eval()
