@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, evaluate and compare classic neural networks on MNIST-family data.",
         epilog=(
             "examples:\n"
-            "  mnistlab train                          # the fast CNN on MNIST, ~99%% in seconds\n"
+            "  mnistlab train                          # the fast CNN on MNIST, ~99% in seconds\n"
             "  mnistlab train --model dnn --set hidden_dims=784,128,128,128\n"
             "  mnistlab evaluate runs/fast --json\n"
             "  mnistlab models                         # every model and its recipe\n"

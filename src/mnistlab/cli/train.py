@@ -12,7 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a model and write a run folder",
         description=(
-            "Train a model. With no flags: the `fast` CNN on MNIST with its recipe (~99%% test accuracy). "
+            "Train a model. With no flags: the `fast` CNN on MNIST with its recipe (~99% test accuracy). "
             "Settings come from the model's recipe, then --config FILE, then the flags."
         ),
         epilog=(
