@@ -1,0 +1,181 @@
+"""The FastAPI app: a drawing page and a JSON prediction API over one trained model.
+
+Routes:
+    GET  /                 the drawing page (static/index.html)
+    GET  /static/{name}    the page's own files, and nothing else
+    GET  /api/health       {"status": "ok", "model": ..., "labels": [...]}
+    POST /api/predict      an image -> {"prediction", "confidence", "probabilities", "labels"}
+
+POST /api/predict accepts the image three ways: a multipart form with the file in field
+`image`, the raw bytes with an image/* content type, or JSON {"image": "data:image/png;base64,..."}.
+Bodies over `max_body` bytes are refused with 413 (from Content-Length, and while reading, for
+clients that lie or stream). Every error is JSON: {"error": "..."}.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+from mnistlab.predict import ImageError, Predictor, open_image
+
+STATIC_DIR = Path(__file__).parent / "static"
+MAX_BODY = 2 * 1024 * 1024  # a drawn digit is a few KB; 2 MB leaves room for photos
+_MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png",
+                ".ico": "image/x-icon"}
+
+
+class ApiError(Exception):
+    """An error answered as {"error": message} with an HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over `limit` bytes without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise ApiError(413, f"request body too large ({declared} bytes; the limit is {limit})")
+        except ValueError:
+            raise ApiError(400, "bad Content-Length header") from None
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"request body too large (over {limit} bytes)")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ApiError(400, "client disconnected") from None
+    return b"".join(chunks)
+
+
+def _decode_data_url(value: Any) -> bytes:
+    """Bytes of a `data:image/...;base64,...` URL (a bare base64 string is accepted too)."""
+    if not isinstance(value, str) or not value:
+        raise ApiError(422, 'field "image" must be a data URL string like "data:image/png;base64,..."')
+    payload = value
+    if value.startswith("data:"):
+        header, sep, payload = value.partition(",")
+        if not sep or ";base64" not in header:
+            raise ApiError(422, 'field "image" must be a base64 data URL ("data:image/png;base64,...")')
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(422, 'field "image" is not valid base64') from None
+
+
+async def _image_bytes(request: Request, limit: int) -> bytes:
+    """The uploaded image's bytes, whichever of the three encodings the client used."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await _read_body(request, limit)
+    if ctype == "multipart/form-data":
+        # Replay the (size-checked) body into a fresh Request so Starlette parses the form.
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        replay = Request(request.scope, receive)
+        try:
+            form = await replay.form(max_files=1, max_fields=10)
+        except Exception:  # noqa: BLE001 - malformed multipart
+            raise ApiError(400, "malformed multipart form") from None
+        upload = form.get("image")
+        if upload is None:
+            raise ApiError(422, 'multipart form has no file field "image"')
+        if isinstance(upload, str):
+            return _decode_data_url(upload)
+        data = await upload.read()
+        await form.close()
+        return data
+    if ctype == "application/json":
+        try:
+            doc = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ApiError(400, "body is not valid JSON") from None
+        if not isinstance(doc, dict) or "image" not in doc:
+            raise ApiError(422, 'JSON body must be an object with an "image" field')
+        return _decode_data_url(doc["image"])
+    if ctype.startswith("image/") or ctype == "application/octet-stream":
+        return body
+    raise ApiError(
+        415, f"unsupported content type {ctype or '(none)'!r}: send multipart/form-data (field \"image\"), "
+        "image/png|jpeg|bmp|gif bytes, or JSON {\"image\": \"data:image/png;base64,...\"}",
+    )
+
+
+def create_app(predictor: Predictor, *, max_body: int = MAX_BODY, title: str = "mnistlab") -> FastAPI:
+    """The app for one loaded model. `max_body` caps request bodies (bytes)."""
+    app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
+    # Only the files shipped beside this module are served: the name must be one of them,
+    # so no path (.., %2e%2e, absolute, symlink games) can reach anything else.
+    static_files = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file() and not p.name.startswith(".")} \
+        if STATIC_DIR.is_dir() else {}
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = "not found" if exc.status_code == 404 else str(exc.detail)
+        return _error(exc.status_code, message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(422, f"invalid request: {exc.errors()[:1]}")
+
+    def _static(name: str) -> FileResponse:
+        path = static_files.get(name)
+        if path is None:
+            raise StarletteHTTPException(404)
+        return FileResponse(path, media_type=_MEDIA_TYPES.get(path.suffix, "application/octet-stream"),
+                            headers={"Cache-Control": "no-cache"})
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return _static("index.html")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static(name: str) -> FileResponse:
+        return _static(name)
+
+    @app.get("/api/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "labels": predictor.classes, "image_size": predictor.image_size}
+
+    @app.post("/api/predict")
+    async def predict(request: Request) -> dict[str, Any]:
+        data = await _image_bytes(request, max_body)
+        try:
+            image = open_image(data, name="uploaded image")
+        except ImageError as exc:
+            raise ApiError(415 if "supported" in str(exc) or "not an image" in str(exc) else 400, str(exc)) from None
+        # The model is small and CPU-bound: run it inline (a thread would not make it faster).
+        result = predictor.predict_images([image], ["upload"], top_k=len(predictor.classes))[0]
+        return {
+            "prediction": result.prediction,
+            "confidence": result.confidence,
+            "probabilities": result.probabilities,
+            "labels": predictor.classes,
+        }
+
+    return app
