@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 # name -> module that defines it; resolved on first attribute access (PEP 562).
 _LAZY = {
     "TrainConfig": "mnistlab.config",
-    "train": "mnistlab.train.engine",
+    "train": "mnistlab.training.engine",
     "Run": "mnistlab.runs",
     "load_run": "mnistlab.runs",
     "evaluate": "mnistlab.evaluation",

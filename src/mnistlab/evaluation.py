@@ -99,8 +99,8 @@ def evaluate(
         >>> round(metrics["accuracy"], 4)              # doctest: +SKIP
     """
     from mnistlab.data import load_dataset
-    from mnistlab.train.checkpoint import build_model_from_checkpoint, load_checkpoint
-    from mnistlab.train.engine import select_device
+    from mnistlab.training.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from mnistlab.training.engine import select_device
 
     if split not in ("test", "valid", "train"):
         raise UsageError(f"bad split {split!r}: choose test, valid or train")

@@ -38,7 +38,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=,-]{0,120}$")
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    from mnistlab.train.checkpoint import atomic_write_bytes
+    from mnistlab.training.checkpoint import atomic_write_bytes
 
     atomic_write_bytes(path, lambda fh: fh.write(text.encode("utf-8")))
 

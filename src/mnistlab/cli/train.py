@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mnistlab.train.engine import train
+    from mnistlab.training.engine import train
 
     train(config_from_args(args))
     return 0

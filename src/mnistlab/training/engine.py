@@ -26,9 +26,9 @@ import mnistlab
 from mnistlab.config import TrainConfig, load_config_file, resolve_config
 from mnistlab.errors import MnistlabError, TrainingDiverged, UsageError
 from mnistlab.runs import Run, create_run_dir, load_run, write_json, write_metrics_csv, write_yaml
-from mnistlab.train.checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from mnistlab.train.early_stopping import EarlyStopping
-from mnistlab.train.progress import Reporter
+from mnistlab.training.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from mnistlab.training.early_stopping import EarlyStopping
+from mnistlab.training.progress import Reporter
 
 
 # ----------------------------------------------------------------------------- hardware
@@ -497,7 +497,7 @@ class _Trainer:
 
         # test metrics with the best checkpoint
         from mnistlab.evaluation import predict_logits, score
-        from mnistlab.train.checkpoint import build_model_from_checkpoint
+        from mnistlab.training.checkpoint import build_model_from_checkpoint
 
         best_path = path / "checkpoints" / "best.pt"
         which = "best" if best_path.is_file() else "last"
