@@ -179,10 +179,13 @@ def _background(x: np.ndarray) -> np.ndarray:
     small_size = (max(1, round(w * scale)), max(1, round(h * scale)))
     small = np.asarray(Image.fromarray(x, mode="F").resize(small_size, Image.Resampling.BILINEAR))
     k = max(3, (max(small.shape) // 5) | 1)
-    opened = _min_max_filter(_min_max_filter(small, k, np.min), k, np.max)
-    # Smooth the blocky opening, then bring it back to full size.
-    blurred = Image.fromarray(opened.astype(np.float32), mode="F").resize(small_size, Image.Resampling.BILINEAR)
-    return np.asarray(blurred.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
+    # Pad first so the opening reproduces a lighting ramp right up to the edges (an opening
+    # near an edge otherwise underestimates a rising background and makes a band of "ink").
+    padded = np.pad(small, k, mode="edge")
+    opened = _min_max_filter(_min_max_filter(padded, k, np.min), k, np.max)[k:-k, k:-k]
+    # Bilinear upscaling smooths the low-resolution estimate.
+    full = Image.fromarray(np.ascontiguousarray(opened, dtype=np.float32), mode="F").resize((w, h), Image.Resampling.BILINEAR)
+    return np.asarray(full, dtype=np.float32)
 
 
 def _is_mnist_like(x: np.ndarray, image_size: int) -> bool:
@@ -296,7 +299,7 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any], source: str = "checkpoint") -> "Predictor":
         """Build from a loaded checkpoint dict."""
-        from mnistlab.train.checkpoint import build_model_from_checkpoint
+        from mnistlab.training.checkpoint import build_model_from_checkpoint
 
         model = build_model_from_checkpoint(ckpt, source)
         data = ckpt["data"]
@@ -306,7 +309,7 @@ class Predictor:
     @classmethod
     def from_run(cls, run: Any, checkpoint: str = "best") -> "Predictor":
         """Build from a run folder (or a Run, or a checkpoint .pt file directly)."""
-        from mnistlab.train.checkpoint import load_checkpoint
+        from mnistlab.training.checkpoint import load_checkpoint
 
         path = load_checkpoint_path(run, checkpoint)
         return cls.from_checkpoint(load_checkpoint(path), str(path))
