@@ -119,7 +119,9 @@ def verify(path: Path, fmt: str, wrapped: nn.Module, images: torch.Tensor) -> fl
     if fmt == "onnx":
         got = run_onnx(path, images.numpy())
     else:
-        loaded = torch.jit.load(str(path), map_location="cpu").eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated but still the portable format
+            loaded = torch.jit.load(str(path), map_location="cpu").eval()
         with torch.inference_mode():
             got = loaded(images).float().numpy()
     if got.shape != expected.shape:
@@ -191,7 +193,7 @@ def export_run(run: Any, fmt: str, out: str | Path | None = None, *, checkpoint:
     """Export a run's checkpoint (see the module docstring for the input/output contract)."""
     from mnistlab.predict import load_checkpoint_path
     from mnistlab.runs import load_run
-    from mnistlab.train.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from mnistlab.training.checkpoint import build_model_from_checkpoint, load_checkpoint
 
     if fmt not in FORMATS:
         raise UsageError(f"bad format {fmt!r}: choose onnx or torchscript")
