@@ -98,6 +98,11 @@ def evaluate(
         >>> metrics = evaluate("runs/fast")            # doctest: +SKIP
         >>> round(metrics["accuracy"], 4)              # doctest: +SKIP
     """
+    if load_run(run).config.get("task") == "text":
+        # Text runs (mnistlab text train) re-split their CSV; same metrics dict shape.
+        from mnistlab.text.engine import evaluate_text
+
+        return evaluate_text(run, split, checkpoint=checkpoint, device=device)
     from mnistlab.data import load_dataset
     from mnistlab.training.checkpoint import build_model_from_checkpoint, load_checkpoint
     from mnistlab.training.engine import select_device

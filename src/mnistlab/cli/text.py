@@ -1,0 +1,106 @@
+"""`mnistlab text train` and `mnistlab text predict`: recurrent text classifiers on labelled CSVs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+S = argparse.SUPPRESS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "text",
+        help="text classification: train an RNN/LSTM/GRU on a labelled CSV, predict sentences",
+        description="Text classification on a CSV with a text column and a label column.",
+        epilog=(
+            "examples:\n"
+            "  mnistlab text train --data builtin:sentiment --model lstm --bidirectional --dropout 0.5 --epochs 20\n"
+            "  mnistlab text train --data imdb.csv --text-column review --label-column sentiment --max-len 256\n"
+            "  mnistlab text predict runs/text-lstm-bi \"the movie was wonderful\" \"최악의 서비스였다\"\n"
+            "  mnistlab evaluate runs/text-lstm-bi\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    tsub = p.add_subparsers(dest="text_command", metavar="COMMAND", parser_class=type(p))
+    p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
+
+    t = tsub.add_parser(
+        "train", help="train a text classifier and write a run folder",
+        description="Train a recurrent text classifier. The CSV is split by --seed into test "
+        "(--test-fraction), valid (--valid-fraction of the rest) and train; the vocabulary comes from train only.",
+    )
+    g = t.add_argument_group("data")
+    g.add_argument("--data", required=True, metavar="FILE.csv",
+                   help="a CSV with a header row, or builtin:sentiment (the shipped English/Korean set)")
+    g.add_argument("--text-column", default="text", help="column holding the text (default: text)")
+    g.add_argument("--label-column", default="label", help="column holding the label (default: label)")
+    g.add_argument("--max-len", type=int, default=200, help="tokens kept per text, the first ones (default 200)")
+    g.add_argument("--vocab-size", type=int, default=20_000, help="vocabulary size incl. <pad>, <unk> (default 20000)")
+    g.add_argument("--min-freq", type=int, default=1, help="drop words seen fewer times in train (default 1)")
+    g.add_argument("--test-fraction", type=float, default=0.2, help="held-out test share of all rows (default 0.2)")
+    g.add_argument("--valid-fraction", type=float, default=S, metavar="F",
+                   help="validation share of the non-test rows (default 0.2)")
+    g = t.add_argument_group("model")
+    g.add_argument("--model", default="lstm", choices=["rnn", "lstm", "gru"], help="recurrent cell (default lstm)")
+    g.add_argument("--bidirectional", action="store_true", help="read both ways; the classifier sees both final states")
+    g.add_argument("--embed-dim", type=int, default=64, help="word embedding size (default 64)")
+    g.add_argument("--hidden", type=int, default=64, help="hidden state size (default 64)")
+    g.add_argument("--layers", type=int, default=1, help="stacked recurrent layers (default 1)")
+    g.add_argument("--dropout", type=float, default=0.0, help="dropout before the classifier and between layers")
+    g = t.add_argument_group("optimisation (defaults: adam, lr 3e-3, 10 epochs, batch 32, clip-grad 1)")
+    g.add_argument("--epochs", type=float, default=S)
+    g.add_argument("--batch-size", "-b", type=int, default=S)
+    g.add_argument("--lr", type=float, default=S, help="learning rate")
+    g.add_argument("--optimizer", default=S, help="sgd, adam, adamw, adadelta, rmsprop")
+    g.add_argument("--momentum", type=float, default=S, help="for sgd and rmsprop")
+    g.add_argument("--weight-decay", type=float, default=S)
+    g.add_argument("--scheduler", default=S, help="none, step, cosine, onecycle")
+    g.add_argument("--label-smoothing", type=float, default=S)
+    g.add_argument("--clip-grad", type=float, default=S, metavar="NORM", help="clip the gradient norm (default 1)")
+    g.add_argument("--patience", type=int, default=S, help="early stopping on valid loss; 0 disables")
+    g.add_argument("--seed", type=int, default=S, help="seeds the split, init and batch order (default 0)")
+    g = t.add_argument_group("hardware and output")
+    g.add_argument("--device", default=S, help="auto, cpu, cuda, mps")
+    g.add_argument("--threads", type=int, default=S, help="CPU threads for torch")
+    g.add_argument("--out", default=S, metavar="DIR", help="runs root (default: runs/)")
+    g.add_argument("--name", default=S, help="run name (default text-MODEL[-bi]; -2, -3... if taken)")
+    g.add_argument("--quiet", "-q", dest="progress", action="store_const", const="quiet", default=S,
+                   help="print only the result")
+    g.add_argument("--jsonl", dest="progress", action="store_const", const="jsonl", default=S,
+                   help="one JSON object per epoch and for the result")
+    t.set_defaults(handler=run_train)
+
+    q = tsub.add_parser(
+        "predict", help="label sentences with a trained text run",
+        description="One line per sentence: the label and its confidence (softmax probability).",
+    )
+    q.add_argument("run", metavar="RUN", help="a text run folder, e.g. runs/text-lstm")
+    q.add_argument("texts", metavar="TEXT", nargs="+", help="sentences to classify")
+    q.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    q.add_argument("--json", action="store_true", help="one JSON object per sentence (JSON lines)")
+    q.set_defaults(handler=run_predict)
+
+
+_TEXT_FLAGS = ("text_column", "label_column", "max_len", "vocab_size", "min_freq", "test_fraction", "model",
+               "bidirectional", "embed_dim", "hidden", "layers", "dropout")
+_NOT_SETTINGS = {"command", "handler", "debug", "text_command", "data"}
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from mnistlab.text.engine import train_text
+
+    settings = {k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS}
+    train_text(args.data, **settings)
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from mnistlab.text.engine import predict_text
+
+    for r in predict_text(args.run, args.texts, checkpoint=args.checkpoint):
+        if args.json:
+            print(json.dumps(r, ensure_ascii=False))
+        else:
+            print(f"{r['label']}\t{r['confidence']:.4f}\t{r['text']}")
+    return 0
