@@ -1,0 +1,195 @@
+"""Downloading catalog datasets from their mirrors, and verifying files on disk.
+
+Every file is streamed to a temporary file in the target folder, verified (sha256 of the
+decompressed content, or IDX structure and counts when no checksum is known), and only
+then renamed to its final name, so the folder never holds a partial or unverified file.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from mnistlab.data.catalog import FILE_KEYS, DatasetSpec, find_file, get_dataset_spec
+from mnistlab.data.idx import IdxFormatError, read_idx_with_digest
+from mnistlab.errors import DataError
+
+_CHUNK = 1 << 20
+_USER_AGENT = "mnistlab (python urllib)"
+
+
+class _MirrorFailed(Exception):
+    """One mirror could not deliver one file; the message is what it said."""
+
+
+def default_mirrors(spec: DatasetSpec) -> list[str]:
+    """$MNISTLAB_MIRRORS (comma-separated base URLs) if set, else the catalog's mirrors."""
+    env = os.environ.get("MNISTLAB_MIRRORS", "")
+    mirrors = [m.strip() for m in env.split(",") if m.strip()]
+    return mirrors or list(spec.mirrors)
+
+
+def _expected_count(spec: DatasetSpec, key: str) -> int:
+    return spec.num_train if key.startswith("train") else spec.num_test
+
+
+def check_file(spec: DatasetSpec, key: str, path: Path) -> str:
+    """"ok", "bad checksum" or "corrupt: REASON" for the file of `key` at `path`."""
+    try:
+        array, digest = read_idx_with_digest(path)
+    except IdxFormatError as e:
+        return f"corrupt: {e.reason}"
+    except DataError as e:
+        return f"corrupt: {e}"
+    sha = spec.files[key][1]
+    if sha is not None:
+        return "ok" if digest == sha else "bad checksum"
+    # No checksum known: the structure must at least be what the dataset promises.
+    want_ndim = 3 if key.endswith("images") else 1
+    if array.ndim != want_ndim:
+        return f"corrupt: {array.ndim} dimensions, expected {want_ndim}"
+    if array.dtype.itemsize != 1:
+        return f"corrupt: values of type {array.dtype}, expected uint8"
+    if len(array) != _expected_count(spec, key):
+        return f"corrupt: {len(array)} items, expected {_expected_count(spec, key)}"
+    return "ok"
+
+
+def verify_dataset(name: str, root: str | os.PathLike[str]) -> dict[str, str]:
+    """Check the files of catalog dataset `name` under `root`/`name`/.
+
+    Returns:
+        file key -> "ok" | "missing" | "bad checksum" | "corrupt: REASON". For datasets with
+        no known checksum, "ok" means a valid IDX file with the expected shape and count.
+    """
+    spec = get_dataset_spec(name)
+    folder = Path(root) / spec.name
+    result: dict[str, str] = {}
+    for key in FILE_KEYS:
+        path = find_file(folder, spec.files[key][0])
+        result[key] = "missing" if path is None else check_file(spec, key, path)
+    return result
+
+
+def _fetch(url: str, dest: Path, *, timeout: float, progress: bool) -> None:
+    """Stream `url` into the open-for-writing path `dest`; _MirrorFailed on anything but a whole file."""
+    from tqdm import tqdm
+
+    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            status = getattr(resp, "status", None)  # None for file:// URLs
+            if status is not None and status != 200:
+                raise _MirrorFailed(f"HTTP {status}")
+            length_header = resp.headers.get("Content-Length")
+            length = int(length_header) if length_header and length_header.isdigit() else None
+            content_type = resp.headers.get("Content-Type", "") or ""
+            received = 0
+            with open(dest, "wb") as out, tqdm(
+                total=length, unit="B", unit_scale=True, unit_divisor=1024, desc=url.rsplit("/", 1)[-1],
+                file=sys.stderr, disable=not progress, leave=False,
+            ) as bar:
+                while True:
+                    chunk = resp.read(_CHUNK)
+                    if not chunk:
+                        break
+                    if received == 0 and chunk[:2] != b"\x1f\x8b":
+                        # Captive portals and some mirrors answer 200 with an HTML page.
+                        html = "html" in content_type or chunk.lstrip()[:1] == b"<"
+                        kind = "an HTML page" if html else "data that is not gzip"
+                        raise _MirrorFailed(f"returned {kind} (Content-Type {content_type or 'unknown'})")
+                    out.write(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+            # http.client returns a short body without complaint when the connection drops.
+            if length is not None and received < length:
+                raise _MirrorFailed(f"transfer cut short ({received} of {length} bytes)")
+            if received == 0:
+                raise _MirrorFailed("empty response")
+    except _MirrorFailed:
+        raise
+    except urllib.error.HTTPError as e:
+        raise _MirrorFailed(f"HTTP {e.code} {e.reason}") from None
+    except urllib.error.URLError as e:
+        raise _MirrorFailed(f"cannot connect ({e.reason})") from None
+    except TimeoutError:
+        raise _MirrorFailed(f"timed out after {timeout:g} s") from None
+    except (http.client.HTTPException, OSError, ValueError) as e:
+        raise _MirrorFailed(f"{type(e).__name__}: {e}") from None
+
+
+def _download_file(spec: DatasetSpec, key: str, folder: Path, mirrors: list[str], *, timeout: float,
+                   progress: bool) -> Path:
+    gz_name, _ = spec.files[key]
+    final = folder / gz_name
+    failures: list[str] = []
+    for base in mirrors:
+        url = base.rstrip("/") + "/" + gz_name
+        # A unique dot-name in the target folder: os.replace is then atomic (same filesystem)
+        # and concurrent downloads of the same file cannot clobber each other.
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{gz_name}.", suffix=".part", dir=folder)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            try:
+                _fetch(url, tmp, timeout=timeout, progress=progress)
+                status = check_file(spec, key, tmp)
+                if status != "ok":
+                    raise _MirrorFailed(f"downloaded file is {status}")
+            except _MirrorFailed as e:
+                failures.append(f"{url}: {e}")
+                continue
+            os.replace(tmp, final)
+            return final
+        finally:
+            # Reached on success (already renamed: no-op), failure and KeyboardInterrupt alike.
+            tmp.unlink(missing_ok=True)
+    tried = "; ".join(failures) if failures else "no mirrors configured"
+    raise DataError(
+        f"could not download {gz_name} for {spec.name} into {folder}: {tried}. "
+        f"Check the network, set MNISTLAB_MIRRORS to working base URLs, or copy the file there yourself"
+    )
+
+
+def download_dataset(
+    name: str,
+    root: str | os.PathLike[str],
+    *,
+    mirrors: list[str] | None = None,
+    timeout: float = 30,
+    progress: bool = True,
+) -> Path:
+    """Download the files of catalog dataset `name` that are missing or bad into <root>/<name>/.
+
+    Mirrors (default: $MNISTLAB_MIRRORS, comma-separated, else the catalog's) are tried in
+    order for each file. A file already present and verifying is left alone; a present file
+    that fails verification is replaced once a good copy has been downloaded.
+
+    Returns:
+        The dataset folder.
+
+    Raises:
+        DataError: a file could not be downloaded from any mirror (each mirror's answer listed).
+        UsageError: unknown dataset name.
+    """
+    spec = get_dataset_spec(name)
+    folder = Path(root).expanduser() / spec.name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create {folder}: {e.strerror or e}; choose another --data-dir") from None
+    mirror_list = list(mirrors) if mirrors else default_mirrors(spec)
+    for key in FILE_KEYS:
+        existing = find_file(folder, spec.files[key][0])
+        if existing is not None and check_file(spec, key, existing) == "ok":
+            continue
+        _download_file(spec, key, folder, mirror_list, timeout=timeout, progress=progress)
+        if existing is not None and existing.suffix != ".gz":
+            # The bad uncompressed copy would shadow the good .gz just downloaded.
+            existing.unlink(missing_ok=True)
+    return folder

@@ -1,0 +1,263 @@
+"""Batches straight from uint8 tensors kept on the training device.
+
+MNIST fits in memory many times over, so instead of a DataLoader with per-sample Python
+calls, BatchIterator keeps the whole uint8 set on the device and makes each batch with one
+gather and one fused convert-and-normalise. `as_torch_dataset` is the standard map-style
+view for code that wants a torch DataLoader.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+MAX_SHIFT = 2  # pixels, for augment=True
+
+
+def _per_channel(value: float | Sequence[float], channels: int, what: str) -> list[float]:
+    values = [float(value)] if isinstance(value, (int, float)) else [float(v) for v in value]
+    if len(values) == 1:
+        values = values * channels
+    if len(values) != channels:
+        raise ValueError(f"{what} has {len(values)} values for {channels} channels")
+    return values
+
+
+def normalisation(
+    mean: float | Sequence[float], std: float | Sequence[float], channels: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) [1, C, 1, 1] float64 such that x_uint8 * scale + shift == (x/255 - mean) / std.
+
+    A zero std (e.g. an all-black channel) is treated as 1 so the result stays finite.
+    """
+    means = _per_channel(mean, channels, "mean")
+    stds = [s if s > 0 else 1.0 for s in _per_channel(std, channels, "std")]
+    scale = torch.tensor([1.0 / (255.0 * s) for s in stds], dtype=torch.float64).view(1, -1, 1, 1)
+    shift = torch.tensor([-m / s for m, s in zip(means, stds)], dtype=torch.float64).view(1, -1, 1, 1)
+    return scale, shift
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The CPU generator of one epoch: a pure function of (seed, epoch), so resuming needs no saved state."""
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+
+
+def _shift_offsets(shape: tuple[int, ...], max_shift: int, device: torch.device) -> torch.Tensor:
+    """Flat offsets [C*H*W] of an unshifted crop inside one zero-padded image [C, H+2m, W+2m]."""
+    c, h, w = shape
+    hp, wp = h + 2 * max_shift, w + 2 * max_shift
+    ch = torch.arange(c, device=device).view(c, 1, 1) * (hp * wp)
+    rows = torch.arange(h, device=device).view(1, h, 1) * wp
+    cols = torch.arange(w, device=device).view(1, 1, w)
+    return (ch + rows + cols).reshape(-1)
+
+
+def _gather_shifted(
+    padded_flat: torch.Tensor, sample_idx: torch.Tensor, shifts: torch.Tensor, base: torch.Tensor,
+    shape: tuple[int, ...], max_shift: int,
+) -> torch.Tensor:
+    """Crops of padded images, sample i moved by shifts[i] = (dy, dx): one index_select for the batch.
+
+    The flat index of output pixel (ch, r, c) of sample i is
+    i*C*Hp*Wp + ch*Hp*Wp + (r - dy + m)*Wp + (c - dx + m): a per-sample scalar plus `base`.
+    """
+    c, h, w = shape
+    hp, wp = h + 2 * max_shift, w + 2 * max_shift
+    start = sample_idx * (c * hp * wp) + (max_shift - shifts[:, 0]) * wp + (max_shift - shifts[:, 1])
+    flat = (start.view(-1, 1) + base.view(1, -1)).view(-1)
+    return padded_flat.index_select(0, flat).view(-1, c, h, w)
+
+
+def shift_images(images: torch.Tensor, shifts: torch.Tensor, max_shift: int = MAX_SHIFT) -> torch.Tensor:
+    """Translate each image [B, C, H, W] by its (dy, dx) in `shifts` [B, 2] (|d| <= max_shift), zero fill.
+
+    Positive dy moves the content down, positive dx to the right. Batched, no per-image loop.
+    """
+    shape = tuple(images.shape[1:])
+    padded = F.pad(images, (max_shift,) * 4).reshape(-1)
+    base = _shift_offsets(shape, max_shift, images.device)
+    idx = torch.arange(len(images), device=images.device)
+    return _gather_shifted(padded, idx, shifts.to(images.device), base, shape, max_shift)
+
+
+class BatchIterator:
+    """Yields (x, y) batches from uint8 images resident on `device`.
+
+    x is float `dtype`, normalised [(x/255 - mean)/std], shape [B, C, H, W]; y is int64 [B].
+    Each sample of this rank's shard appears exactly once per epoch (minus the last partial
+    batch with drop_last).
+
+    Shuffling: the order of epoch e is a pure function of (seed, e) (see `epoch_generator`),
+    so a resumed run that calls set_epoch(e) sees exactly the batches it would have seen.
+    Without set_epoch, each iteration uses an internal epoch counter (0, 1, 2, ...).
+
+    Sharding for DistributedDataParallel: rank r of world_size takes perm[r::world_size] of
+    the same epoch permutation. Without drop_last the shards may differ by one sample (and
+    then by one batch, which DDP does not tolerate); with drop_last the permutation is cut
+    to a multiple of world_size first, so every rank has the same number of batches.
+
+    augment=True: each image is shifted by up to 2 pixels in x and y (zero fill), with the
+    shifts drawn from the same per-epoch generator.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        batch_size: int,
+        mean: float | Sequence[float],
+        std: float | Sequence[float],
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        channels_last: bool = False,
+        augment: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if images.dim() != 4:
+            raise ValueError(f"images must be [N, C, H, W], got shape {tuple(images.shape)}")
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"bad rank {rank} for world_size {world_size}")
+        self.device = torch.device(device)
+        # Moved once: per batch there is no host-to-device copy.
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device, dtype=torch.long)
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.drop_last = drop_last
+        self.dtype = dtype
+        self.channels_last = channels_last
+        self.augment = augment
+        self.rank, self.world_size = int(rank), int(world_size)
+        scale, shift = normalisation(mean, std, images.shape[1])
+        self._scale = scale.to(self.device, dtype)
+        self._shift = shift.to(self.device, dtype)
+        self._epoch = 0
+        if augment:
+            # Padded once here, so that each batch is a single gather that picks the samples and
+            # shifts them at the same time (advanced indexing and per-batch padding are far slower).
+            self._shape = tuple(self.images.shape[1:])
+            self._padded = F.pad(self.images, (MAX_SHIFT,) * 4).reshape(-1)
+            self._base = _shift_offsets(self._shape, MAX_SHIFT, self.device)
+
+    @property
+    def num_samples(self) -> int:
+        """Samples this rank sees per epoch before drop_last removes a partial batch."""
+        n = len(self.images)
+        if self.drop_last:
+            return n // self.world_size
+        return len(range(self.rank, n, self.world_size))
+
+    def __len__(self) -> int:
+        """Number of batches per epoch on this rank."""
+        n = self.num_samples
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next iteration will use."""
+        return self._epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration epoch `epoch` (its order depends only on seed and epoch)."""
+        self._epoch = int(epoch)
+
+    def _order(self, gen: torch.Generator | None) -> torch.Tensor | None:
+        """This rank's sample indices for the epoch, or None for the identity (plain slices, no gather)."""
+        n = len(self.images)
+        if not self.shuffle and self.world_size == 1:
+            return None
+        perm = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
+        if self.drop_last:
+            perm = perm[: n - n % self.world_size]
+        return perm[self.rank :: self.world_size].to(self.device)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # Decided eagerly (not inside the generator) so that set_epoch/counter semantics do not
+        # depend on when the first batch is requested.
+        epoch = self._epoch
+        self._epoch += 1
+        gen = epoch_generator(self.seed, epoch) if (self.shuffle or self.augment) else None
+        order = self._order(gen)
+        shifts = None
+        if self.augment:
+            # Drawn for the whole dataset in index order after the permutation: the shift of
+            # sample i in epoch e does not depend on batch size or sharding.
+            shifts = torch.randint(-MAX_SHIFT, MAX_SHIFT + 1, (len(self.images), 2), generator=gen)
+            shifts = shifts.to(self.device)
+        return self._batches(order, shifts)
+
+    def _batches(
+        self, order: torch.Tensor | None, shifts: torch.Tensor | None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        bs = self.batch_size
+        n = len(self.images)
+        for i in range(len(self)):
+            lo, hi = i * bs, min((i + 1) * bs, n)
+            if order is None:
+                y = self.labels[lo:hi]
+                if shifts is None:
+                    x = self.images[lo:hi]
+                else:
+                    idx = torch.arange(lo, hi, device=self.device)
+                    x = _gather_shifted(self._padded, idx, shifts[lo:hi], self._base, self._shape, MAX_SHIFT)
+            else:
+                idx = order[lo:hi]
+                # index_select, not images[idx]: the same gather with far less per-call overhead.
+                y = self.labels.index_select(0, idx)
+                if shifts is None:
+                    x = self.images.index_select(0, idx)
+                else:
+                    # Picks the samples and shifts them in one gather from the padded copy.
+                    x = _gather_shifted(
+                        self._padded, idx, shifts.index_select(0, idx), self._base, self._shape, MAX_SHIFT
+                    )
+            # to() copies, so the in-place ops never touch the resident uint8 set.
+            x = x.to(self.dtype).mul_(self._scale).add_(self._shift)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y
+
+
+class NormalizedImageDataset(torch.utils.data.Dataset):
+    """Map-style view of uint8 images: item i is (float32 [C, H, W] normalised, int label).
+
+    Module-level and holding only tensors, so it pickles for DataLoader worker processes.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean, std) -> None:
+        if images.dim() != 4:
+            raise ValueError(f"images must be [N, C, H, W], got shape {tuple(images.shape)}")
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images.cpu()
+        self.labels = labels.cpu().long()
+        scale, shift = normalisation(mean, std, images.shape[1])
+        self.scale, self.shift = scale[0].float(), shift[0].float()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        # Same arithmetic as BatchIterator, so both give bit-identical samples.
+        x = self.images[index].to(torch.float32).mul_(self.scale).add_(self.shift)
+        return x, int(self.labels[index])
+
+
+def as_torch_dataset(
+    images: torch.Tensor, labels: torch.Tensor, mean: float | Sequence[float], std: float | Sequence[float]
+) -> torch.utils.data.Dataset:
+    """A standard map-style Dataset over uint8 images [N, C, H, W]; works with DataLoader(num_workers=N)."""
+    return NormalizedImageDataset(images, labels, mean, std)
