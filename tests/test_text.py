@@ -1,0 +1,208 @@
+"""Text classification: tokenizer, vocabulary, CSV errors, packing invariance, training, CLI, evaluate, similarity."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mnistlab.errors import DataError
+from mnistlab.text import Vocab, cosine_similarity, predict_text, tokenize, train_text
+from mnistlab.text.csvdata import read_text_csv, split_text_indices
+from mnistlab.text.model import TextClassifier, pad_batch
+
+TEST_KEYS = {"accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro", "confusion_matrix", "per_class"}
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory):
+    """One short run on the shipped data, shared by the tests that need a trained model."""
+    torch.set_num_threads(1)  # tiny batches: threads only add overhead, and the CPU is shared
+    out = tmp_path_factory.mktemp("runs")
+    return train_text("builtin:sentiment", out=str(out), epochs=8, model="gru", embed_dim=32, hidden=32,
+                      progress="quiet", seed=0)
+
+
+# ----------------------------------------------------------------------------- tokenizer and vocabulary
+
+def test_tokenizer_english_lowercase_punctuation():
+    assert tokenize("The Movie was GREAT!") == ["the", "movie", "was", "great", "!"]
+    assert tokenize("well, it's fine...") == ["well", ",", "it", "'", "s", "fine", ".", ".", "."]
+    assert tokenize("   ") == []
+
+
+def test_tokenizer_keeps_korean_and_other_scripts_whole():
+    assert tokenize("이 영화 정말 재미있어요!") == ["이", "영화", "정말", "재미있어요", "!"]
+    assert tokenize("최악의 서비스였다.") == ["최악의", "서비스였다", "."]
+    assert tokenize("Café ПРИВЕТ 日本語") == ["café", "привет", "日本語"]
+
+
+def test_vocab_specials_min_freq_max_size():
+    texts = [["a", "a", "a", "b", "b", "c"], ["a", "d"]]
+    v = Vocab.build(texts)
+    assert v.itos[:2] == ["<pad>", "<unk>"] and v.stoi["<pad>"] == 0 and v.stoi["<unk>"] == 1
+    assert v.itos[2:] == ["a", "b", "c", "d"]  # by frequency, ties alphabetical
+    assert Vocab.build(texts, min_freq=2).itos == ["<pad>", "<unk>", "a", "b"]
+    assert Vocab.build(texts, max_size=3).itos == ["<pad>", "<unk>", "a"]
+    assert v.encode(["a", "zzz"]) == [2, 1]
+    assert v.encode([]) == [1]  # empty text -> one <unk>
+    assert v.encode(["a"] * 10, max_len=3) == [2, 2, 2]
+
+
+def test_vocab_roundtrip(tmp_path):
+    v = Vocab.build([["좋아요", "great"]])
+    v.save(tmp_path / "vocab.json")
+    assert Vocab.load(tmp_path / "vocab.json").itos == v.itos
+
+
+def test_vocab_built_from_train_split_only(text_run):
+    data = read_text_csv("builtin:sentiment")
+    cfg = text_run.config
+    train_idx, valid_idx, test_idx = split_text_indices(len(data.texts), cfg["test_fraction"], cfg["valid_fraction"], cfg["seed"])
+    train_words = {w for i in train_idx for w in tokenize(data.texts[i])}
+    held_out = {w for i in valid_idx + test_idx for w in tokenize(data.texts[i])} - train_words
+    vocab = Vocab.load(text_run.path / "vocab.json")
+    assert held_out, "the split should leave some words only in valid/test"
+    assert not held_out & set(vocab.itos)
+    assert set(vocab.itos[2:]) == train_words
+
+
+# ----------------------------------------------------------------------------- CSV
+
+def test_shipped_data_balanced_bilingual():
+    data = read_text_csv("builtin:sentiment")
+    assert data.classes == ["negative", "positive"]
+    assert 300 <= len(data.texts) <= 400
+    assert abs(data.labels.count(0) - data.labels.count(1)) <= 10
+    korean = sum(any("\uac00" <= ch <= "\ud7a3" for ch in t) for t in data.texts)
+    assert 0.4 < korean / len(data.texts) < 0.6
+
+
+def test_csv_bad_rows_with_line_numbers(tmp_path):
+    p = tmp_path / "bad.csv"
+    p.write_text('text,label\ngood film,positive\n,negative\nbad film,\n"multi\nline",positive\na,b,c\nok,positive\n',
+                 encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        read_text_csv(str(p))
+    msg = str(err.value)
+    assert "3 bad rows" in msg
+    assert "line 3: missing text" in msg and "line 4: missing label" in msg and "line 7: 3 columns" in msg
+    # unknown labels, when the classes are fixed by a trained run
+    p.write_text("text,label\nfine,positive\nmeh,neutral\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"line 3: unknown label 'neutral'"):
+        read_text_csv(str(p), classes=["negative", "positive"])
+
+
+def test_csv_missing_columns_named(tmp_path):
+    p = tmp_path / "cols.csv"
+    p.write_text("review,sentiment\nnice,positive\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"no column 'text' or 'label'.*review, sentiment"):
+        read_text_csv(str(p))
+    data = read_text_csv(str(p), text_column="review", label_column="sentiment")
+    assert data.texts == ["nice"] and data.classes == ["positive"]
+    with pytest.raises(DataError, match="builtin:nope"):
+        read_text_csv("builtin:nope")
+
+
+# ----------------------------------------------------------------------------- padding and packing
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_prediction_same_alone_and_batched_with_long_sentences(cell, bidirectional):
+    torch.manual_seed(0)
+    model = TextClassifier(50, 3, cell=cell, embed_dim=8, hidden=6, layers=2, bidirectional=bidirectional).eval()
+    short = [5, 7, 9]
+    others = [list(range(2, 42)), [3] * 25, [4, 8]]
+    with torch.no_grad():
+        alone = model(pad_batch([short]))
+        batched = model(pad_batch([others[0], short, others[1], others[2]]))
+    # the short sentence is padded with 37 zeros in the batch; packing must hide them
+    torch.testing.assert_close(batched[1:2], alone, atol=1e-5, rtol=0)
+
+
+def test_bidirectional_doubles_classifier_input():
+    assert TextClassifier(10, 2, hidden=16).classifier.in_features == 16
+    model = TextClassifier(10, 2, hidden=16, bidirectional=True)
+    assert model.classifier.in_features == 32
+    assert model.encode(pad_batch([[2, 3], [4]])).shape == (2, 32)
+
+
+# ----------------------------------------------------------------------------- training, run folder, CLI
+
+def test_short_training_learns_and_writes_run_folder(text_run):
+    hist = text_run.history
+    assert len(hist) == 8
+    assert hist[0]["train_accuracy"] < 0.75 and max(r["train_accuracy"] for r in hist) > 0.85
+    s = text_run.summary
+    assert s["status"] == "completed" and TEST_KEYS <= set(s)
+    assert {"train_seconds", "epochs_run", "best_epoch", "stop_reason"} <= set(s)
+    assert s["accuracy"] > 0.55 and s["auc_macro"] is not None
+    for name in ["config.yaml", "metrics.csv", "summary.json", "environment.json", "vocab.json", "labels.json",
+                 "checkpoints/best.pt", "checkpoints/last.pt"]:
+        assert (text_run.path / name).is_file(), name
+    assert text_run.config["task"] == "text" and text_run.config["model"] == "gru"
+    ckpt = torch.load(text_run.path / "checkpoints" / "best.pt", weights_only=True)
+    assert ckpt["data"]["classes"] == ["negative", "positive"]
+
+
+def test_text_help_does_not_import_torch():
+    code = (
+        "import sys\nfrom mnistlab.cli import main\n"
+        "for argv in (['text', '--help'], ['text', 'train', '--help'], ['text', 'predict', '--help']):\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.stderr.strip().endswith("NO-TORCH"), res.stderr[-500:]
+    assert "--bidirectional" in res.stdout and "builtin:sentiment" in res.stdout
+
+
+def test_predict_api(text_run):
+    out = predict_text(text_run, ["the movie was wonderful", "", "?!"])
+    assert [set(r) for r in out] == [{"text", "label", "confidence", "probabilities"}] * 3
+    assert all(r["label"] in ("negative", "positive") and 0.5 <= r["confidence"] <= 1 for r in out)
+
+
+def test_predict_cli(text_run):
+    texts = ["the movie was wonderful", "최악의 서비스였다"]
+    res = subprocess.run([sys.executable, "-m", "mnistlab", "text", "predict", str(text_run.path), *texts],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == 2
+    for line, text in zip(lines, texts):
+        label, conf, echoed = line.split("\t")
+        assert label in ("negative", "positive") and 0.5 <= float(conf) <= 1 and echoed == text
+    res = subprocess.run([sys.executable, "-m", "mnistlab", "text", "predict", str(text_run.path), "--json", "좋아요"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and json.loads(res.stdout)["text"] == "좋아요"
+
+
+def test_evaluate_text_run(text_run):
+    from mnistlab.evaluation import evaluate
+
+    m = evaluate(text_run.path)
+    assert TEST_KEYS <= set(m) and m["split"] == "test"
+    # the same split and checkpoint as training's test metrics
+    assert m["accuracy"] == pytest.approx(text_run.summary["accuracy"])
+    assert m["samples"] == text_run.summary["test_texts"]
+
+
+# ----------------------------------------------------------------------------- cosine similarity
+
+@pytest.mark.parametrize("method", ["embedding", "encoder"])
+def test_cosine_similarity_properties(text_run, method):
+    from mnistlab.text.engine import load_text_run
+
+    tr = load_text_run(text_run)
+    # a run folder works as well as a loaded TextRun
+    assert cosine_similarity(text_run, "the food was great", "the food was great", method) == pytest.approx(1.0, abs=1e-6)
+    assert cosine_similarity(tr, "이 영화 정말 재미있어요", "이 영화 정말 재미있어요", method) == pytest.approx(1.0, abs=1e-6)
+    pairs = [("great movie", "최악이에요"), ("", "wonderful"), ("the staff were rude", "직원들이 친절했어요")]
+    for a, b in pairs:
+        s = cosine_similarity(tr, a, b, method)
+        assert -1.0 <= s <= 1.0
+        assert s == pytest.approx(cosine_similarity(tr, b, a, method), abs=1e-9)
+    with pytest.raises(Exception, match="embedding or encoder"):
+        cosine_similarity(tr, "a", "b", "nope")
