@@ -70,3 +70,27 @@ def test_summary_shows_layers(capsys):
 def test_summary_unknown_option(capsys):
     assert main(["summary", "dnn", "--set", "hiden_dims=1"]) == 2
     assert "did you mean: hidden_dims" in capsys.readouterr().err.lower()
+
+
+def test_data_info_and_show_on_made_data(fake_mnist_root, tmp_path, capsys):
+    assert main(["data", "info", "--data-dir", str(fake_mnist_root)]) == 0
+    out = capsys.readouterr().out
+    assert "train 480 + valid 120 (of 600" in out and "test 200" in out
+    png = tmp_path / "grid.png"
+    assert main(["data", "show", "--data-dir", str(fake_mnist_root), "--n", "12", "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["data", "show", "--data-dir", str(fake_mnist_root), "--n", "0", "--out", str(png)]) == 2
+
+
+def test_data_info_missing_files_is_one_clear_error(tmp_path):
+    res = run_cli("data", "info", "--data-dir", str(tmp_path))
+    assert res.returncode == 1
+    line = res.stderr.strip()
+    assert "\n" not in line and "train-images-idx3-ubyte" in line and "mnistlab data download" in line
+
+
+def test_data_info_real_mnist(real_data_root, capsys):
+    assert main(["data", "info", "--data-dir", str(real_data_root)]) == 0
+    out = capsys.readouterr().out
+    assert "all files verify" in out and "test 10000" in out
+    assert "5923" in out and "6742" in out

@@ -53,6 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings() -> None:
+    """Show warnings as `warning: ...` lines, not Python's two-line file:line format."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        print(f"warning: {message}", file=file or sys.stderr)
+
+    warnings.showwarning = show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mnistlab` console script."""
     parser = build_parser()
@@ -62,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2 if args.command is None else 0
     from mnistlab.errors import MnistlabError
 
+    _one_line_warnings()
     try:
         code = args.handler(args)
         sys.stdout.flush()
