@@ -61,6 +61,7 @@ class TrainConfig:
     compile: bool = False
     channels_last: bool | None = None  # None: on for convolutional models
     threads: int | None = None
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch (CUDA only)
     # Output
     out: str = "runs"
     name: str | None = None

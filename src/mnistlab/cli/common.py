@@ -58,6 +58,8 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=S)
     g.add_argument("--threads", type=int, default=S, help="CPU threads for torch")
     g.add_argument("--eval-batch-size", type=int, default=S)
+    g.add_argument("--sync-bn", action="store_true", default=S,
+                   help="under torchrun: synchronise BatchNorm statistics across processes (CUDA)")
 
     g = p.add_argument_group("output")
     g.add_argument("--out", default=S, metavar="DIR", help="runs root (default: runs/)")
