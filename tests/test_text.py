@@ -59,7 +59,9 @@ def test_vocab_roundtrip(tmp_path):
 def test_vocab_built_from_train_split_only(text_run):
     data = read_text_csv("builtin:sentiment")
     cfg = text_run.config
-    train_idx, valid_idx, test_idx = split_text_indices(len(data.texts), cfg["test_fraction"], cfg["valid_fraction"], cfg["seed"])
+    train_idx, valid_idx, test_idx = split_text_indices(
+        len(data.texts), cfg["test_fraction"], cfg["valid_fraction"], cfg["seed"]
+    )
     train_words = {w for i in train_idx for w in tokenize(data.texts[i])}
     held_out = {w for i in valid_idx + test_idx for w in tokenize(data.texts[i])} - train_words
     vocab = Vocab.load(text_run.path / "vocab.json")
@@ -174,8 +176,10 @@ def test_predict_cli(text_run):
     for line, text in zip(lines, texts):
         label, conf, echoed = line.split("\t")
         assert label in ("negative", "positive") and 0.5 <= float(conf) <= 1 and echoed == text
-    res = subprocess.run([sys.executable, "-m", "mnistlab", "text", "predict", str(text_run.path), "--json", "좋아요"],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "mnistlab", "text", "predict", str(text_run.path), "--json", "좋아요"],
+        capture_output=True, text=True, timeout=120,
+    )
     assert res.returncode == 0 and json.loads(res.stdout)["text"] == "좋아요"
 
 
@@ -197,9 +201,12 @@ def test_cosine_similarity_properties(text_run, method):
 
     tr = load_text_run(text_run)
     # a run folder works as well as a loaded TextRun
-    assert cosine_similarity(text_run, "the food was great", "the food was great", method) == pytest.approx(1.0, abs=1e-6)
-    assert cosine_similarity(tr, "이 영화 정말 재미있어요", "이 영화 정말 재미있어요", method) == pytest.approx(1.0, abs=1e-6)
-    pairs = [("great movie", "최악이에요"), ("", "wonderful"), ("the staff were rude", "직원들이 친절했어요")]
+    same = "the food was great"
+    assert cosine_similarity(text_run, same, same, method) == pytest.approx(1.0, abs=1e-6)
+    same = "이 영화 정말 재미있어요"
+    assert cosine_similarity(tr, same, same, method) == pytest.approx(1.0, abs=1e-6)
+    pairs = [("great movie", "최악이에요"), ("", "wonderful"),
+             ("the staff were rude", "직원들이 친절했어요")]
     for a, b in pairs:
         s = cosine_similarity(tr, a, b, method)
         assert -1.0 <= s <= 1.0

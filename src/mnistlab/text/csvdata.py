@@ -36,7 +36,8 @@ def resolve_data_path(data: str) -> Path:
     if data.startswith(BUILTIN_PREFIX):
         name = data[len(BUILTIN_PREFIX):]
         if name not in BUILTIN:
-            raise DataError(f"unknown built-in dataset {data!r}: choose {', '.join(BUILTIN_PREFIX + n for n in BUILTIN)}")
+            choices = ", ".join(BUILTIN_PREFIX + n for n in BUILTIN)
+            raise DataError(f"unknown built-in dataset {data!r}: choose {choices}")
         return Path(str(resources.files("mnistlab.text").joinpath("data", BUILTIN[name])))
     p = Path(data).expanduser()
     if not p.is_file():
@@ -123,7 +124,9 @@ def read_text_csv(
     return TextData(texts, [index[n] for n in names], classes, str(path))
 
 
-def split_text_indices(n: int, test_fraction: float, valid_fraction: float, seed: int) -> tuple[list[int], list[int], list[int]]:
+def split_text_indices(
+    n: int, test_fraction: float, valid_fraction: float, seed: int
+) -> tuple[list[int], list[int], list[int]]:
     """Seeded train/valid/test indices: test is `test_fraction` of all rows, valid `valid_fraction` of the rest.
 
     The permutation depends only on (n, seed), so `evaluate` recreates the exact split.

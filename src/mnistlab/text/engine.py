@@ -184,7 +184,9 @@ class _TextTrainer:
 
         # data: split first, then the vocabulary from the training split only
         rows = read_text_csv(text.data, text.text_column, text.label_column)
-        train_idx, valid_idx, test_idx = split_text_indices(len(rows.texts), text.test_fraction, cfg.valid_fraction, cfg.seed)
+        train_idx, valid_idx, test_idx = split_text_indices(
+            len(rows.texts), text.test_fraction, cfg.valid_fraction, cfg.seed
+        )
         if not train_idx:
             raise MnistlabError(f"{rows.source} has too few rows ({len(rows.texts)}) to train on")
         if cfg.patience > 0 and not valid_idx:
@@ -214,7 +216,9 @@ class _TextTrainer:
                               drop_last=cfg.drop_last, device=device)
         steps_per_epoch = len(batches)
         if steps_per_epoch == 0:
-            raise UsageError(f"batch size {cfg.batch_size} is larger than the {len(train_x)} training texts with drop_last")
+            raise UsageError(
+                f"batch size {cfg.batch_size} is larger than the {len(train_x)} training texts with drop_last"
+            )
         total_epochs = math.ceil(cfg.epochs)
         total_steps = max(1, round(cfg.epochs * steps_per_epoch))
         optimizer = build_optimizer(cfg, model, device)
@@ -396,7 +400,9 @@ def load_text_run(run: str | Path | Run, checkpoint: str = "best") -> TextRun:
     except (OSError, ValueError):
         classes = list(ckpt["data"]["classes"])
     if len(vocab) != model.embedding.num_embeddings:
-        raise MnistlabError(f"{run.path}/vocab.json has {len(vocab)} entries but the model has {model.embedding.num_embeddings}")
+        raise MnistlabError(
+            f"{run.path}/vocab.json has {len(vocab)} entries but the model has {model.embedding.num_embeddings}"
+        )
     return TextRun(run, model, vocab, classes, config, ckpt.get("epoch"))
 
 
@@ -441,7 +447,8 @@ def evaluate_text(
     rows: TextData = read_text_csv(c["data"], c.get("text_column", "text"), c.get("label_column", "label"),
                                    classes=tr.classes)
     train_idx, valid_idx, test_idx = split_text_indices(
-        len(rows.texts), float(c.get("test_fraction", 0.2)), float(c.get("valid_fraction") or 0.0), int(c.get("seed", 0))
+        len(rows.texts), float(c.get("test_fraction", 0.2)), float(c.get("valid_fraction") or 0.0),
+        int(c.get("seed", 0)),
     )
     idx = {"train": train_idx, "valid": valid_idx, "test": test_idx}[split]
     if not idx:
