@@ -20,7 +20,7 @@ def _pyplot() -> Any:
 
 def save_figure(fig: Any, path: str | Path) -> Path:
     """Save a figure atomically as PNG and close it."""
-    from mnistlab.train.checkpoint import atomic_write_bytes
+    from mnistlab.training.checkpoint import atomic_write_bytes
 
     p = Path(path)
     if p.suffix.lower() != ".png":
@@ -52,4 +52,109 @@ def save_image_grid(
         ax.set_title(str(titles[i]), fontsize=9)
     if title:
         fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, *, best_epoch: int | None = None,
+                title: str | None = None) -> Path:
+    """Loss and accuracy per epoch, train and valid, in two panels; the best epoch is marked."""
+    plt = _pyplot()
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    epochs = [r["epoch"] for r in history]
+    for ax, metric, label in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
+        for split, style in (("train", "-o"), ("valid", "-s")):
+            pts = [(e, r.get(f"{split}_{metric}")) for e, r in zip(epochs, history)
+                   if r.get(f"{split}_{metric}") is not None]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, markersize=3, label=split)
+        if best_epoch:
+            ax.axvline(best_epoch, color="gray", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch})")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def plot_confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path, *,
+                          title: str | None = None) -> Path:
+    """The confusion matrix as counts and row-normalised (recall per true class), side by side."""
+    import numpy as np
+
+    plt = _pyplot()
+    cm = np.asarray(matrix, dtype=np.int64)
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
+    k = len(cm)
+    size = max(4.0, 0.45 * k + 1.5)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size))
+    names = [str(c)[:12] for c in classes]
+    # Cell numbers only while they stay readable.
+    annotate = k <= 15
+    for ax, data, sub, fmt in ((axes[0], cm, "counts", "d"), (axes[1], norm, "row-normalised", ".2f")):
+        im = ax.imshow(data, cmap="Blues", vmin=0, vmax=(data.max() or 1) if fmt == "d" else 1.0)
+        ax.set_xticks(range(k), names, rotation=90 if max(map(len, names), default=1) > 2 else 0, fontsize=8)
+        ax.set_yticks(range(k), names, fontsize=8)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(sub)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        if annotate:
+            cut = data.max() / 2 if data.max() else 0.5
+            for i in range(k):
+                for j in range(k):
+                    v = data[i, j]
+                    ax.text(j, i, format(v, fmt) if fmt == "d" else f"{v:.2f}".lstrip("0") or "0",
+                            ha="center", va="center", fontsize=6 if k > 10 else 7,
+                            color="white" if v > cut else "black")
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def plot_accuracy_overlay(curves: dict[str, Sequence[tuple[int, float]]], path: str | Path, *,
+                          title: str | None = None, ylabel: str = "accuracy") -> Path:
+    """Several runs' accuracy per epoch on one axis (one line per run)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, points in curves.items():
+        ax.plot([p[0] for p in points], [p[1] for p in points], "-o", markersize=3, label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    if title:
+        ax.set_title(title)
+    return save_figure(fig, path)
+
+
+def plot_bars(names: Sequence[str], values: Sequence[float | None], path: str | Path, *,
+              title: str | None = None, ylabel: str = "") -> Path:
+    """A horizontal bar per name with its value written on it; None (a failed run) shows as 'failed'."""
+    plt = _pyplot()
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(8, 0.45 * n + 1.2))
+    vals = [0.0 if v is None else float(v) for v in values]
+    bars = ax.barh(range(n), vals, color=["tab:red" if v is None else "tab:blue" for v in values])
+    ax.set_yticks(range(n), [str(s) for s in names], fontsize=8)
+    ax.invert_yaxis()  # first run on top, like the tables
+    for bar, v in zip(bars, values):
+        ax.text(bar.get_width() + 0.005, bar.get_y() + bar.get_height() / 2,
+                "failed" if v is None else f"{v:.4f}", va="center", fontsize=8)
+    ax.set_xlim(0, 1.1 if all(0 <= x <= 1 for x in vals) else max(vals, default=1) * 1.15)
+    ax.set_xlabel(ylabel)
+    ax.grid(axis="x", alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return save_figure(fig, path)
+
+
+def save_message(path: str | Path, message: str) -> Path:
+    """A small picture holding only a message (e.g. "no misclassified test images")."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=12)
     return save_figure(fig, path)

@@ -1,0 +1,344 @@
+"""A run's pictures and its readable report: plots/*.png, report.md and report.html.
+
+`write_run_report(run, test_logits)` is called at the end of `mnistlab train` and by
+`mnistlab evaluate` (test split). Every picture is drawn independently: one that fails
+is listed in the report and the others, and the report itself, are still written.
+
+    plots/curves.png            train/valid loss and accuracy per epoch, best epoch marked
+    plots/confusion_matrix.png  counts and row-normalised
+    plots/misclassified.png     the most confident test mistakes
+    plots/samples.png           training inputs as the model saw them (augmented if the run was)
+    report.md, report.html      config, parameters, metrics (overall, per class), timings, the pictures
+"""
+
+from __future__ import annotations
+
+import html
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from mnistlab.runs import Run, _atomic_text, load_run
+
+PLOTS = ("curves", "confusion_matrix", "misclassified", "samples")
+_CAPTIONS = {
+    "curves": "Training curves (loss and accuracy per epoch; dashed line: best epoch)",
+    "confusion_matrix": "Confusion matrix on the test split (rows: true class)",
+    "misclassified": "The most confident mistakes on the test split",
+    "samples": "Training samples as the model saw them",
+}
+MAX_MISTAKES = 24
+MAX_SAMPLES = 24
+
+
+@dataclass
+class ReportResult:
+    """What write_run_report produced: picture paths, the failures by plot name, and the reports."""
+
+    plots: dict[str, Path] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    markdown: Path | None = None
+    html: Path | None = None
+
+
+class _Lazy:
+    """The run's dataset, loaded on first use only (curves need none of it) and at most once."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self._data: Any = None
+
+    def __call__(self) -> Any:
+        if self._data is None:
+            from mnistlab.data import load_dataset
+
+            self._data = load_dataset(
+                self.config["dataset"], self.config.get("data_dir"), seed=int(self.config.get("seed") or 0)
+            )
+        return self._data
+
+
+def write_run_report(run: Run | str | Path, test_logits: Any = None) -> ReportResult:
+    """Draw the run's plots and write report.md and report.html into its folder.
+
+    Args:
+        run: the run folder.
+        test_logits: float logits [N, K] for the test split, in order (torch tensor or array).
+            Without them the confusion matrix comes from summary.json and there is no
+            misclassified grid.
+
+    Returns:
+        A ReportResult; `failed` maps each plot that could not be drawn to its error.
+    """
+    run = load_run(run)
+    config = run.config
+    summary = run.summary
+    history = run.history
+    data = _Lazy(config)
+    result = ReportResult()
+    plots_dir = run.path / "plots"
+    plots_dir.mkdir(exist_ok=True)
+
+    logits = None
+    if test_logits is not None:
+        logits = test_logits.detach().cpu().float().numpy() if hasattr(test_logits, "detach") else np.asarray(test_logits)
+
+    # Metrics: recomputed from the logits when given (evaluate may use another checkpoint than
+    # train did), else the test metrics summary.json recorded.
+    metrics: dict[str, Any] = summary if "accuracy" in summary else dict(summary.get("test") or {})
+    if logits is not None:
+        try:
+            from mnistlab.metrics import classification_metrics
+
+            d = data()
+            metrics = classification_metrics(logits, d.test_labels.cpu().numpy(), list(d.classes))
+        except Exception as exc:  # noqa: BLE001 - fall back to the recorded metrics
+            result.failed["metrics"] = f"{type(exc).__name__}: {exc}"
+
+    jobs: dict[str, Callable[[Path], Path]] = {
+        "curves": lambda p: _curves(p, history, summary, run.name),
+        "confusion_matrix": lambda p: _confusion(p, metrics, data),
+        "misclassified": lambda p: _misclassified(p, logits, data),
+        "samples": lambda p: _samples(p, config, data),
+    }
+    for name, job in jobs.items():
+        try:
+            result.plots[name] = job(plots_dir / f"{name}.png")
+        except Exception as exc:  # noqa: BLE001 - each plot on its own: one failure keeps the rest
+            result.failed[name] = f"{type(exc).__name__}: {exc}".strip()
+            print(f"warning: {run.path}/plots/{name}.png not written: {result.failed[name]}", file=sys.stderr)
+
+    blocks = _report_blocks(run, config, summary, history, metrics, result)
+    result.markdown = run.path / "report.md"
+    _atomic_text(result.markdown, _to_markdown(blocks))
+    result.html = run.path / "report.html"
+    _atomic_text(result.html, _to_html(blocks, f"mnistlab run {run.name}"))
+    return result
+
+
+# ----------------------------------------------------------------------------- the plots
+
+def _curves(path: Path, history: list[dict[str, Any]], summary: dict[str, Any], name: str) -> Path:
+    from mnistlab.plots import plot_curves
+
+    if not history:
+        raise ValueError("no finished epoch in metrics.csv")
+    return plot_curves(history, path, best_epoch=summary.get("best_epoch"), title=name)
+
+
+def _confusion(path: Path, metrics: dict[str, Any], data: _Lazy) -> Path:
+    from mnistlab.plots import plot_confusion_matrix
+
+    cm = metrics.get("confusion_matrix")
+    if not cm:
+        raise ValueError("no test metrics (the run has not finished)")
+    classes = [r["class"] for r in metrics.get("per_class") or []] or list(data().classes)
+    return plot_confusion_matrix(cm, classes, path, title=f"test split, {int(np.sum(cm)):,} images")
+
+
+def _misclassified(path: Path, logits: np.ndarray | None, data: _Lazy) -> Path:
+    from mnistlab.metrics import softmax
+    from mnistlab.plots import save_image_grid, save_message
+
+    if logits is None:
+        raise ValueError("no test logits given (evaluate the run to draw it)")
+    d = data()
+    labels = d.test_labels.cpu().numpy()
+    if len(labels) != len(logits):
+        raise ValueError(f"{len(logits)} logits for {len(labels)} test images")
+    probs = softmax(logits)
+    preds = probs.argmax(1)
+    wrong = np.flatnonzero(preds != labels)
+    if len(wrong) == 0:
+        return save_message(path, "no misclassified test images")
+    # Highest confidence first: the mistakes the model is surest about are the telling ones.
+    conf = probs[wrong, preds[wrong]]
+    worst = wrong[np.argsort(-conf, kind="stable")][:MAX_MISTAKES]
+    classes = [str(c) for c in d.classes]
+    titles = [f"true {classes[labels[i]][:8]}\npred {classes[preds[i]][:8]} {probs[i, preds[i]]:.2f}" for i in worst]
+    images = d.test_images[torch_index(worst)]
+    return save_image_grid(
+        images, titles, path, ncols=8,
+        title=f"{len(worst)} most confident of {len(wrong):,} mistakes ({len(wrong) / len(labels):.2%} of the test split)",
+    )
+
+
+def torch_index(idx: np.ndarray) -> Any:
+    """numpy indices -> a torch LongTensor (for indexing the dataset's tensors)."""
+    import torch
+
+    return torch.as_tensor(np.asarray(idx, dtype=np.int64))
+
+
+def _samples(path: Path, config: dict[str, Any], data: _Lazy) -> Path:
+    """The first batch of epoch 1 as the training loop builds it, normalised and rendered back."""
+    import torch
+
+    from mnistlab.data import BatchIterator, split_indices
+    from mnistlab.data.loader import normalisation
+    from mnistlab.plots import save_image_grid
+
+    d = data()
+    seed = int(config.get("seed") or 0)
+    train_idx, _ = split_indices(d.train_labels, float(config.get("valid_fraction") or 0.0), seed,
+                                 bool(config.get("stratify", False)))
+    augment = bool(config.get("augment"))
+    batches = BatchIterator(
+        d.train_images[train_idx], d.train_labels[train_idx], batch_size=MAX_SAMPLES, mean=d.mean, std=d.std,
+        shuffle=True, seed=seed, augment=augment,
+    )
+    batches.set_epoch(1)
+    x, y = next(iter(batches))
+    # Undo the normalisation exactly as applied: x = pixel * scale + shift.
+    scale, shift = normalisation(d.mean, d.std, x.shape[1])
+    pixels = ((x - shift.to(x.dtype)) / scale.to(x.dtype)).round().clamp(0, 255).to(torch.uint8)
+    classes = [str(c) for c in d.classes]
+    how = "augmented (random shifts of up to 2 px), " if augment else ""
+    return save_image_grid(
+        pixels, [classes[int(k)][:10] for k in y], path, ncols=8,
+        title=f"training inputs, {how}normalised with mean {_fmt_list(d.mean)} std {_fmt_list(d.std)} and rendered back",
+    )
+
+
+def _fmt_list(values: Any) -> str:
+    vals = list(values) if isinstance(values, (list, tuple)) else [values]
+    return ",".join(f"{float(v):.3f}" for v in vals)
+
+
+# ----------------------------------------------------------------------------- the report
+
+Block = tuple[Any, ...]
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _report_blocks(
+    run: Run, config: dict[str, Any], summary: dict[str, Any], history: list[dict[str, Any]],
+    metrics: dict[str, Any], result: ReportResult,
+) -> list[Block]:
+    import yaml
+
+    b: list[Block] = [("h1", f"Run {run.name}")]
+    params = summary.get("parameters")
+    train_s, total_s = summary.get("train_seconds"), summary.get("total_seconds")
+    facts = [
+        ("model", config.get("model")),
+        ("dataset", config.get("dataset")),
+        ("parameters", f"{params:,}" if isinstance(params, int) else params),
+        ("status", summary.get("status", "unknown")),
+        ("stop reason", summary.get("stop_reason")),
+        ("epochs run", summary.get("epochs_run", len(history))),
+        ("best epoch", summary.get("best_epoch")),
+        ("best valid loss / accuracy",
+         f"{_num(summary.get('best_valid_loss'))} / {_num(summary.get('best_valid_accuracy'))}"),
+        ("training time", f"{train_s:.1f} s in the training steps" + (f", {total_s:.1f} s in all" if total_s else "")
+         if isinstance(train_s, (int, float)) else None),
+        ("checkpoint scored", summary.get("checkpoint")),
+    ]
+    b.append(("table", ["run", "value"], [[k, "-" if v is None else str(v)] for k, v in facts]))
+
+    b.append(("h2", "Test metrics"))
+    if metrics.get("accuracy") is not None:
+        b.append(("table", ["accuracy", "precision (macro)", "recall (macro)", "F1 (macro)", "AUC (macro, OvR)",
+                            "loss", "images"],
+                  [[_num(metrics.get("accuracy")), _num(metrics.get("precision_macro")),
+                    _num(metrics.get("recall_macro")), _num(metrics.get("f1_macro")), _num(metrics.get("auc_macro")),
+                    _num(metrics.get("loss")), _num(metrics.get("samples"))]]))
+        per = metrics.get("per_class") or []
+        if per:
+            b.append(("h3", "Per class"))
+            b.append(("table", ["class", "precision", "recall", "F1", "support"],
+                      [[str(r["class"]), _num(r["precision"]), _num(r["recall"]), _num(r["f1"]), str(r["support"])]
+                       for r in per]))
+    else:
+        b.append(("p", "No test metrics yet (the run did not finish)."))
+
+    for name in PLOTS:
+        b.append(("h2", _CAPTIONS[name]))
+        if name in result.plots:
+            b.append(("img", _CAPTIONS[name], f"plots/{name}.png"))
+        else:
+            b.append(("p", f"Not drawn: {result.failed.get(name, 'unknown error')}"))
+
+    if history:
+        b.append(("h2", "Per epoch"))
+        b.append(("table", ["epoch", "train loss", "train acc", "valid loss", "valid acc", "lr", "seconds"],
+                  [[str(r["epoch"]), _num(r.get("train_loss")), _num(r.get("train_accuracy")),
+                    _num(r.get("valid_loss")), _num(r.get("valid_accuracy")),
+                    "-" if r.get("lr") is None else f"{r['lr']:.3g}", _num(r.get("train_seconds"), 1)]
+                   for r in history]))
+
+    b.append(("h2", "Config"))
+    b.append(("pre", yaml.safe_dump(config, sort_keys=False, default_flow_style=None).rstrip()))
+    if result.failed:
+        b.append(("h2", "Problems while writing this report"))
+        b.append(("ul", [f"{k}: {v}" for k, v in result.failed.items()]))
+    return b
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _to_markdown(blocks: list[Block]) -> str:
+    out: list[str] = []
+    for block in blocks:
+        kind = block[0]
+        if kind in ("h1", "h2", "h3"):
+            out += ["#" * int(kind[1]) + " " + block[1], ""]
+        elif kind == "p":
+            out += [block[1], ""]
+        elif kind == "table":
+            headers, rows = block[1], block[2]
+            out.append("| " + " | ".join(_md_cell(h) for h in headers) + " |")
+            out.append("|" + "|".join("---" for _ in headers) + "|")
+            out += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
+            out.append("")
+        elif kind == "img":
+            out += [f"![{block[1]}]({block[2]})", ""]
+        elif kind == "pre":
+            out += ["```yaml", block[1], "```", ""]
+        elif kind == "ul":
+            out += [f"- {item}" for item in block[1]] + [""]
+    return "\n".join(out)
+
+
+def _to_html(blocks: list[Block], title: str) -> str:
+    e = html.escape
+    out = [
+        "<!doctype html>", "<html><head><meta charset='utf-8'>", f"<title>{e(title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
+        "td:first-child{text-align:left}img{max-width:100%}pre{background:#f4f4f4;padding:.5em}</style>",
+        "</head><body>",
+    ]
+    for block in blocks:
+        kind = block[0]
+        if kind in ("h1", "h2", "h3"):
+            out.append(f"<{kind}>{e(block[1])}</{kind}>")
+        elif kind == "p":
+            out.append(f"<p>{e(block[1])}</p>")
+        elif kind == "table":
+            headers, rows = block[1], block[2]
+            out.append("<table>")
+            if any(headers):
+                out.append("<tr>" + "".join(f"<th>{e(str(h))}</th>" for h in headers) + "</tr>")
+            out += ["<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in rows]
+            out.append("</table>")
+        elif kind == "img":
+            out.append(f"<p><img src='{e(block[2])}' alt='{e(block[1])}'></p>")
+        elif kind == "pre":
+            out.append(f"<pre>{e(block[1])}</pre>")
+        elif kind == "ul":
+            out.append("<ul>" + "".join(f"<li>{e(item)}</li>" for item in block[1]) + "</ul>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
