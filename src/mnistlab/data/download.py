@@ -103,7 +103,15 @@ def _fetch(url: str, dest: Path, *, timeout: float, progress: bool) -> None:
                         html = "html" in content_type or chunk.lstrip()[:1] == b"<"
                         kind = "an HTML page" if html else "data that is not gzip"
                         raise _MirrorFailed(f"returned {kind} (Content-Type {content_type or 'unknown'})")
-                    out.write(chunk)
+                    try:
+                        out.write(chunk)
+                    except OSError as e:
+                        # A local failure (disk full, quota): no other mirror can help, so stop here.
+                        name = url.rsplit("/", 1)[-1]
+                        raise DataError(
+                            f"cannot write {dest.parent / name}: {e.strerror or e}; free some disk space "
+                            "or choose another --data-dir"
+                        ) from None
                     received += len(chunk)
                     bar.update(len(chunk))
             # http.client returns a short body without complaint when the connection drops.

@@ -7,6 +7,8 @@ numbers, strings and containers of them.
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import pickle
 import tempfile
@@ -16,10 +18,31 @@ from typing import Any
 import torch
 from torch import nn
 
-from mnistlab.errors import CheckpointError
+from mnistlab.errors import CheckpointError, MnistlabError
 
 FORMAT_VERSION = 1
 KIND = "mnistlab-checkpoint"
+
+
+class WriteError(MnistlabError, OSError):
+    """A file could not be written (disk full, no permission); the message names it and the fix.
+
+    Also an OSError, so code that catches OSError around writes keeps working.
+    """
+
+    def __init__(self, path: Path, exc: OSError) -> None:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            fix = "free some disk space (or choose another --out) and run again; the previous file is unchanged"
+        else:
+            fix = "check that the folder exists and is writable; the previous file is unchanged"
+        self.message = f"cannot write {path}: {reason}; {fix}"
+        super().__init__(self.message)
+        self.errno = exc.errno
+        self.filename = str(path)
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def atomic_write_bytes(path: Path, write: Any) -> None:
@@ -28,26 +51,36 @@ def atomic_write_bytes(path: Path, write: Any) -> None:
     A crash at any moment leaves either the old file or the new one, never half of one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise WriteError(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and not isinstance(exc, MnistlabError):
+            raise WriteError(path, exc) from None
         raise
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write a checkpoint dict atomically (adds the format marker)."""
     payload = {"kind": KIND, "format_version": FORMAT_VERSION, **payload}
-    atomic_write_bytes(Path(path), lambda fh: torch.save(payload, fh))
+    # Serialised in memory first: torch.save turns a failed write (a full disk) into an opaque
+    # RuntimeError, while a plain write raises the OSError that names the cause.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getbuffer()
+    atomic_write_bytes(Path(path), lambda fh: fh.write(data))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -494,6 +494,13 @@ class _Trainer:
                 f"interrupted during epoch {epoch}; the checkpoint of epoch {len(history)} is saved. "
                 f"Resume with: mnistlab train --resume {path}"
             ) from None
+        except (MnistlabError, OSError) as exc:
+            # e.g. a full disk while checkpointing: the run folder must not claim to be still running.
+            try:
+                write_summary("failed", f"error: {exc}")
+            except (MnistlabError, OSError):
+                pass  # the disk may still be full; the error below is what matters
+            raise
 
         # test metrics with the best checkpoint
         from mnistlab.evaluation import predict_logits, score

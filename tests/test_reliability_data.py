@@ -1,0 +1,392 @@
+"""Reliability: bad data, bad mirrors and full disks, each seen through the `mnistlab` command.
+
+Every case must end with exit code 1 (never a traceback), one error line on stderr that
+names the file involved and says how to fix it, and no partial file left behind (no *.tmp,
+*.part, and nothing half-written under a final name). See docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_fake_mnist, write_fake_mnist
+from mnistlab.cli import main
+from mnistlab.data import DATASETS, DatasetSpec
+from mnistlab.data.idx import idx_bytes
+
+TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
+TRAIN_LABELS = "train-labels-idx1-ubyte.gz"
+NAMES = {
+    "train_images": TRAIN_IMAGES,
+    "train_labels": TRAIN_LABELS,
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """`mnistlab ARGV` in-process: (exit code, stdout, stderr); argparse's SystemExit becomes its code."""
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def error_line(err: str) -> str:
+    """The one error line: no traceback, exactly one `mnistlab: error:` line."""
+    assert "Traceback" not in err and "internal error" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("mnistlab: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def leftovers(root: Path) -> list[str]:
+    """Temp and partial files anywhere under `root`."""
+    return sorted(
+        str(p.relative_to(root)) for p in root.rglob("*")
+        if p.is_file() and (p.name.endswith((".tmp", ".part")) or ".tmp" in p.name or p.name.startswith("."))
+    )
+
+
+def train_args(root: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "--model", "logistic", "--data-dir", str(root), "--epochs", "1", "--out", str(out),
+            "-q", "--no-plots", *extra]
+
+
+# --------------------------------------------------------------------------- damaged IDX files
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _bad_magic(path: Path) -> None:
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[0:4] = b"\x12\x34\x56\x78"
+    path.write_bytes(gzip.compress(bytes(raw)))
+
+
+def _fewer_labels(path: Path) -> None:
+    _, labels = make_fake_mnist(600, 0)
+    path.write_bytes(gzip.compress(idx_bytes(labels[:599])))
+
+
+def _label_out_of_range(path: Path) -> None:
+    _, labels = make_fake_mnist(600, 0)
+    labels = labels.copy()
+    labels[17] = 42
+    path.write_bytes(gzip.compress(idx_bytes(labels)))
+
+
+def _not_gzip(path: Path) -> None:
+    path.write_bytes(b"<html><body>Sign in to the Wi-Fi</body></html>")
+
+
+DAMAGE = {
+    "truncated-gz": (TRAIN_IMAGES, _truncate, "truncated"),
+    "wrong-magic": (TRAIN_IMAGES, _bad_magic, "magic"),
+    "count-mismatch": (TRAIN_LABELS, _fewer_labels, "599 labels"),
+    "label-out-of-range": (TRAIN_LABELS, _label_out_of_range, "label 42"),
+    "gz-name-not-gzip": (TRAIN_IMAGES, _not_gzip, "not gzip"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+@pytest.mark.parametrize("command", ["train", "data-info"])
+def test_damaged_idx_file_is_one_clear_error(case, command, tmp_path, capsys):
+    root = tmp_path / "data"
+    write_fake_mnist(root / "mnist")
+    name, damage, reason = DAMAGE[case]
+    damage(root / "mnist" / name)
+    before = sorted(p.name for p in (root / "mnist").iterdir())
+    out = tmp_path / "runs"
+    argv = train_args(root, out) if command == "train" else ["data", "info", "--data-dir", str(root)]
+    code, _, err = run_cli(capsys, *argv)
+    line = error_line(err)
+    assert code == 1
+    assert name in line and reason in line, line
+    assert "download" in line  # the fix
+    # nothing written: no run folder half-made, no temp files, the data folder untouched
+    assert not out.exists() or not any(out.iterdir())
+    assert sorted(p.name for p in (root / "mnist").iterdir()) == before
+    assert leftovers(tmp_path) == []
+
+
+def test_missing_dataset_says_how_to_download(tmp_path, capsys):
+    (tmp_path / "data" / "mnist").mkdir(parents=True)
+    code, _, err = run_cli(capsys, "data", "info", "--data-dir", str(tmp_path / "data"))
+    line = error_line(err)
+    assert code == 1 and "mnistlab data download" in line and TRAIN_IMAGES in line
+
+
+# --------------------------------------------------------------------------- folder and CSV datasets
+
+
+def test_empty_folder_dataset(tmp_path, capsys):
+    empty = tmp_path / "digits"
+    empty.mkdir()
+    code, _, err = run_cli(capsys, *train_args(tmp_path, tmp_path / "runs", "--dataset", f"folder:{empty}"))
+    line = error_line(err)
+    assert code == 1 and str(empty) in line and "class folders" in line
+    # class folders, but no images in them
+    (empty / "0").mkdir()
+    (empty / "1").mkdir()
+    (empty / "1" / "notes.txt").write_text("not an image")
+    code, _, err = run_cli(capsys, *train_args(tmp_path, tmp_path / "runs", "--dataset", f"folder:{empty}"))
+    line = error_line(err)
+    assert code == 1 and "no images" in line and str(empty) in line
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_folder_dataset_with_corrupt_image(tmp_path, capsys):
+    from PIL import Image
+
+    root = tmp_path / "digits"
+    for c in "01":
+        (root / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((28, 28), 50 * i, dtype=np.uint8)).save(root / c / f"{i}.png")
+    (root / "1" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    code, _, err = run_cli(capsys, *train_args(tmp_path, tmp_path / "runs", "--dataset", f"folder:{root}"))
+    line = error_line(err)
+    assert code == 1 and "broken.png" in line and ("delete" in line or "replace" in line)
+
+
+@pytest.mark.parametrize(
+    "row, reason",
+    [
+        ("3," + ",".join(["0"] * 783), "fields"),  # one pixel short
+        ("3," + ",".join(["0"] * 700) + ",x" + ",0" * 83, "not an integer"),
+        ("3," + ",".join(["0"] * 783) + ",300", "outside 0..255"),
+        ("-1," + ",".join(["0"] * 784), "negative label"),
+    ],
+    ids=["short-row", "text-field", "pixel-300", "negative-label"],
+)
+def test_csv_with_malformed_row(row, reason, tmp_path, capsys):
+    good = "\n".join(f"{i % 10}," + ",".join(["7"] * 784) for i in range(20))
+    path = tmp_path / "digits.csv"
+    path.write_text("label," + ",".join(f"p{i}" for i in range(784)) + "\n" + good + "\n" + row + "\n")
+    code, _, err = run_cli(capsys, *train_args(tmp_path, tmp_path / "runs", "--dataset", f"csv:{path}"))
+    line = error_line(err)
+    assert code == 1 and str(path) in line and reason in line, line
+    if reason != "outside 0..255" and reason != "negative label":
+        assert "line 22" in line  # header + 20 good rows + the bad one
+
+
+def test_csv_that_is_empty_or_missing(tmp_path, capsys):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    code, _, err = run_cli(capsys, *train_args(tmp_path, tmp_path / "runs", "--dataset", f"csv:{empty}"))
+    assert code == 1 and "empty" in error_line(err)
+    code, _, err = run_cli(capsys, *train_args(tmp_path, tmp_path / "runs", "--dataset", f"csv:{tmp_path}/nope.csv"))
+    assert code == 1 and "nope.csv" in error_line(err)
+
+
+# --------------------------------------------------------------------------- downloads
+
+
+def _raw_files() -> dict[str, bytes]:
+    rng = np.random.default_rng(1)
+    return {
+        "train_images": idx_bytes(rng.integers(0, 256, (30, 28, 28), dtype=np.uint8)),
+        "train_labels": idx_bytes((np.arange(30) % 10).astype(np.uint8)),
+        "test_images": idx_bytes(rng.integers(0, 256, (10, 28, 28), dtype=np.uint8)),
+        "test_labels": idx_bytes((np.arange(10) % 10).astype(np.uint8)),
+    }
+
+
+RAW = _raw_files()
+GZ = {key: gzip.compress(data, mtime=0) for key, data in RAW.items()}
+
+
+class Mirror:
+    """A loopback HTTP server; `routes` maps a path to (status, content type, body)."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, tuple[int, str, bytes]] = {}
+        routes = self.routes
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                status, ctype, body = routes.get(self.path, (404, "text/html", b"<h1>Not Found</h1>"))
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+
+    def serve(self, prefix: str, files: dict[str, bytes], ctype: str = "application/x-gzip") -> str:
+        for key, body in files.items():
+            self.routes[f"/{prefix}/{NAMES[key]}"] = (200, ctype, body)
+        return f"{self.url}/{prefix}/"
+
+
+@pytest.fixture
+def mirror() -> Iterator[Mirror]:
+    m = Mirror()
+    yield m
+    m.httpd.shutdown()
+    m.httpd.server_close()
+
+
+@pytest.fixture
+def tiny(monkeypatch: pytest.MonkeyPatch) -> DatasetSpec:
+    """A catalog entry `tiny` with checksums of RAW; the real download code path, a different catalog."""
+    spec = DatasetSpec(
+        name="tiny",
+        files={key: (NAMES[key], hashlib.sha256(RAW[key]).hexdigest()) for key in NAMES},
+        mirrors=("http://127.0.0.1:9/never-used/",),
+        classes=tuple(str(i) for i in range(10)),
+        mean=0.5, std=0.29, num_train=30, num_test=10,
+    )
+    monkeypatch.setitem(DATASETS, "tiny", spec)
+    monkeypatch.delenv("MNISTLAB_MIRRORS", raising=False)
+    return spec
+
+
+def download(capsys, root: Path, *extra: str) -> tuple[int, str]:
+    code, _, err = run_cli(capsys, "data", "download", "--dataset", "tiny", "--data-dir", str(root), *extra)
+    return code, err
+
+
+def test_download_works_from_loopback_mirror(tmp_path, mirror, tiny, monkeypatch, capsys):
+    monkeypatch.setenv("MNISTLAB_MIRRORS", mirror.serve("ok", GZ))
+    code, err = download(capsys, tmp_path)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == sorted(NAMES.values())
+
+
+def test_mirror_answering_200_with_html(tmp_path, mirror, tiny, monkeypatch, capsys):
+    page = b"<!doctype html><html><body>Please log in to the hotel Wi-Fi</body></html>"
+    monkeypatch.setenv("MNISTLAB_MIRRORS", mirror.serve("portal", {k: page for k in NAMES}, "text/html"))
+    code, err = download(capsys, tmp_path)
+    line = error_line(err)
+    assert code == 1
+    assert TRAIN_IMAGES in line and "HTML page" in line and "MNISTLAB_MIRRORS" in line
+    assert list((tmp_path / "tiny").iterdir()) == []  # nothing kept, not even a .part
+
+
+def test_checksum_mismatch(tmp_path, mirror, tiny, monkeypatch, capsys):
+    other = dict(GZ)
+    raw = bytearray(RAW["train_images"])
+    raw[-1] ^= 0xFF  # a valid IDX file, one pixel different
+    other["train_images"] = gzip.compress(bytes(raw))
+    monkeypatch.setenv("MNISTLAB_MIRRORS", mirror.serve("bitrot", other))
+    code, err = download(capsys, tmp_path)
+    line = error_line(err)
+    assert code == 1 and TRAIN_IMAGES in line and "bad checksum" in line
+    assert not (tmp_path / "tiny" / TRAIN_IMAGES).exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_data_dir_that_cannot_be_created(tmp_path, capsys):
+    # Tests run as root, where chmod does not stop writes: a path under a regular file can never be a folder.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    code, err = download(capsys, blocker / "data", "--dataset", "mnist")
+    line = error_line(err)
+    assert code == 1 and str(blocker) in line and "--data-dir" in line
+
+
+class _FullDisk:
+    """A stand-in for `open` that writes the first `room` bytes, then fails like a full disk."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def __call__(self, path, mode="r", *args, **kwargs):
+        fh = open(path, mode, *args, **kwargs)  # noqa: SIM115
+        if "w" not in mode:
+            return fh
+        room, real_write = self, fh.write
+
+        def write(data):
+            if len(data) > room.room:
+                real_write(data[: room.room])
+                room.room = 0
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            room.room -= len(data)
+            return real_write(data)
+
+        fh.write = write
+        return fh
+
+
+def test_disk_full_during_download(tmp_path, mirror, tiny, monkeypatch, capsys):
+    import mnistlab.data.download as download_module
+
+    monkeypatch.setattr(download_module, "open", _FullDisk(room=100), raising=False)
+    monkeypatch.setenv("MNISTLAB_MIRRORS", mirror.serve("ok", GZ))
+    code, err = download(capsys, tmp_path)
+    line = error_line(err)
+    assert code == 1 and TRAIN_IMAGES in line and "No space left on device" in line
+    assert "space" in line.split("No space left on device", 1)[1]  # says to free space / choose another place
+    assert list((tmp_path / "tiny").iterdir()) == []  # the half-written .part is gone
+
+
+# --------------------------------------------------------------------------- full disk while checkpointing
+
+
+def test_disk_full_while_checkpointing_keeps_previous_checkpoint(tmp_path, monkeypatch, capsys):
+    """ENOSPC while writing the epoch-2 checkpoint: exit 1 naming the file, last.pt still epoch 1."""
+    from mnistlab.training import checkpoint as ckpt_module
+
+    root = tmp_path / "data"
+    write_fake_mnist(root / "mnist")
+    real_fdopen, opened = os.fdopen, []
+
+    def fdopen(fd, mode="r", *args, **kwargs):
+        fh = real_fdopen(fd, mode, *args, **kwargs)
+        name = os.readlink(f"/proc/self/fd/{fd}") if os.path.exists(f"/proc/self/fd/{fd}") else ""
+        if ".last.pt." in name:
+            opened.append(name)
+            if len(opened) == 3:  # epoch 0, epoch 1, then epoch 2: the disk is full
+                real_write = fh.write
+
+                def write(data):
+                    real_write(bytes(data[:100]))
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+                fh.write = write
+        return fh
+
+    monkeypatch.setattr(ckpt_module.os, "fdopen", fdopen)
+    out = tmp_path / "runs"
+    code, _, err = run_cli(capsys, *train_args(root, out, "--epochs", "3", "--name", "full"))
+    monkeypatch.undo()
+    line = error_line(err)
+    run = out / "full"
+    assert code == 1
+    assert "No space left on device" in line and "last.pt" in line and "space" in line.split("device", 1)[1]
+    last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert last["epoch"] == 1
+    assert torch.load(run / "checkpoints" / "best.pt", weights_only=True)["epoch"] == 1
+    assert leftovers(tmp_path) == []
+    import json
+
+    assert json.loads((run / "summary.json").read_text())["status"] == "failed"
+    # and once there is room again, --resume finishes the run
+    code, _, err = run_cli(capsys, "train", "--resume", str(run), "-q", "--no-plots")
+    assert code == 0, err
+    assert json.loads((run / "summary.json").read_text())["epochs_run"] == 3
