@@ -269,7 +269,9 @@ def gather_strided(local: torch.Tensor, total: int, ctx: DistContext) -> torch.T
     return out
 
 
-def predict_logits_sharded(model: nn.Module, images: torch.Tensor, ctx: DistContext, **kwargs: Any) -> torch.Tensor:
+def predict_logits_sharded(
+    model: nn.Module, images: torch.Tensor, mean: Any, std: Any, *, ctx: DistContext, **kwargs: Any
+) -> torch.Tensor:
     """`evaluation.predict_logits` over all `images`, split across ranks; the full [N, K] on every rank.
 
     Each rank predicts its strided shard and the logits are gathered back into the original order,
@@ -278,8 +280,8 @@ def predict_logits_sharded(model: nn.Module, images: torch.Tensor, ctx: DistCont
     from mnistlab.evaluation import predict_logits
 
     if not ctx.enabled:
-        return predict_logits(model, images, **kwargs)
-    local = predict_logits(model, images[ctx.shard()], **kwargs)
+        return predict_logits(model, images, mean, std, **kwargs)
+    local = predict_logits(model, images[ctx.shard()], mean, std, **kwargs)
     return gather_strided(local, len(images), ctx)
 
 
