@@ -54,3 +54,13 @@ def test_absent_class_does_not_drag_macro_scores():
     assert m["f1_macro"] == pytest.approx(1.0)
     assert m["auc_macro"] == pytest.approx(1.0)
     assert m["per_class"][2]["support"] == 0
+
+
+def test_binary_auc_matches_sklearn():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 200)
+    logits = rng.normal(size=(200, 2)) + np.eye(2)[labels]
+    m = classification_metrics(logits, labels)
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    assert m["auc_macro"] == pytest.approx(roc_auc_score(labels, probs[:, 1]))
+    assert len(m["confusion_matrix"]) == 2

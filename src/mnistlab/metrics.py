@@ -60,7 +60,10 @@ def classification_metrics(
     if present.sum() >= 2:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if present.all():
+            if num_classes == 2:
+                # scikit-learn's binary AUC takes the positive class's score, not both columns.
+                auc = float(roc_auc_score(labels, probs[:, 1]))
+            elif present.all():
                 auc = float(roc_auc_score(labels, probs, multi_class="ovr", average="macro", labels=classes))
             else:
                 # One-vs-rest AUC per present class; absent classes have no positives to rank.

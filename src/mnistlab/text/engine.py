@@ -23,6 +23,7 @@ from torch.nn import functional as F
 import mnistlab
 from mnistlab.config import GLOBAL_DEFAULTS, TrainConfig, validate
 from mnistlab.errors import MnistlabError, TrainingDiverged, UsageError
+from mnistlab.evaluation import score
 from mnistlab.runs import Run, create_run_dir, load_run, write_json, write_metrics_csv, write_yaml
 from mnistlab.text.csvdata import TextData, read_text_csv, split_text_indices
 from mnistlab.text.model import TextBatches, TextClassifier, pad_batch
@@ -92,26 +93,6 @@ def encode_texts(texts: Sequence[str], vocab: Vocab, max_len: int) -> list[list[
     """Tokenize and index texts exactly as training did (empty -> [<unk>], cut to max_len)."""
     return [vocab.encode(tokenize(t), max_len) for t in texts]
 
-
-def text_score(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict[str, Any]:
-    """`mnistlab.evaluation.score` (same keys), made safe for two classes.
-
-    `classification_metrics` passes [N, 2] probabilities to roc_auc_score's multi-class
-    path, which scikit-learn rejects for binary labels. A dummy third class whose logit is
-    -1e9 is never predicted and has no support, so the metrics take their "absent class"
-    path (per-class one-vs-rest AUC over the present classes) and give the binary AUC; the
-    dummy's row, column and per-class entry are then dropped again.
-    """
-    from mnistlab.evaluation import score
-
-    if len(classes) != 2:
-        return score(logits, labels, classes)
-    padded = torch.cat([logits, torch.full((len(logits), 1), -1e9, dtype=logits.dtype)], dim=1)
-    metrics = score(padded, labels, [*classes, "__dummy__"])
-    metrics["confusion_matrix"] = [row[:2] for row in metrics["confusion_matrix"][:2]]
-    metrics["per_class"] = metrics["per_class"][:2]
-    metrics["loss"] = float(F.cross_entropy(logits, labels.cpu()).item()) if len(labels) else None
-    return metrics
 
 
 @torch.no_grad()
@@ -344,7 +325,7 @@ class _TextTrainer:
         which = "best" if (path / "checkpoints" / "best.pt").is_file() else "last"
         best_model = _model_from_checkpoint(load_checkpoint(path / "checkpoints" / f"{which}.pt"), which).to(device)
         test_logits = text_logits(best_model, test_x, device=device, batch_size=cfg.eval_batch_size)
-        test = text_score(test_logits, test_y, list(rows.classes)) if test_x else {}
+        test = score(test_logits, test_y, list(rows.classes)) if test_x else {}
         summary = write_summary("completed", stop_reason, {"split": "test", "checkpoint": which, **test})
         if test_x:
             rep.result(summary, str(path))
@@ -457,7 +438,7 @@ def evaluate_text(
     model = tr.model.to(dev)
     logits = text_logits(model, tr.encode([rows.texts[i] for i in idx]), device=dev,
                          batch_size=int(c.get("eval_batch_size") or 512))
-    metrics = text_score(logits, torch.tensor([rows.labels[i] for i in idx], dtype=torch.long), tr.classes)
+    metrics = score(logits, torch.tensor([rows.labels[i] for i in idx], dtype=torch.long), tr.classes)
     metrics.update(split=split, checkpoint=checkpoint, epoch=tr.epoch)
     return metrics
 
