@@ -26,6 +26,7 @@ import mnistlab
 from mnistlab.config import TrainConfig, load_config_file, resolve_config
 from mnistlab.errors import MnistlabError, TrainingDiverged, UsageError
 from mnistlab.runs import Run, create_run_dir, load_run, write_json, write_metrics_csv, write_yaml
+from mnistlab.training import distributed
 from mnistlab.training.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from mnistlab.training.early_stopping import EarlyStopping
 from mnistlab.training.progress import Reporter
@@ -287,31 +288,43 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **overrides: Any) 
     resume_from: Run | None = None
     if cfg.resume:
         cfg, resume_from = _resume_config(cfg)
-    return _Trainer(cfg, resume_from).run()
+    # Under torchrun this joins the process group (DistributedDataParallel); otherwise a no-op.
+    dist_ctx = distributed.setup(cfg.device, cfg.threads)
+    run = _Trainer(cfg, resume_from, dist_ctx).run()
+    # Not in a `finally`: after a peer failed, tearing the group down can block; the process exits anyway.
+    distributed.destroy(dist_ctx)
+    return run
 
 
 class _Trainer:
     """Holds one run's state while it trains; `run()` is the whole data flow, top to bottom."""
 
-    def __init__(self, cfg: TrainConfig, resume_from: Run | None) -> None:
+    def __init__(
+        self, cfg: TrainConfig, resume_from: Run | None, dist: distributed.DistContext = distributed.SINGLE
+    ) -> None:
         self.cfg = cfg
         self.resume_from = resume_from
-        self.reporter = Reporter(cfg.progress)
+        self.dist = dist
+        self.reporter = Reporter(cfg.progress, enabled=dist.is_main)  # only rank 0 prints
 
     def run(self) -> Run:
         from mnistlab.data import BatchIterator, load_dataset, split_indices
         from mnistlab.models import count_parameters, create_model, init_weights
 
-        cfg, rep = self.cfg, self.reporter
+        cfg, rep, ctx = self.cfg, self.reporter, self.dist
         started = time.perf_counter()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        device = select_device(cfg.device)
+        device = ctx.device if ctx.enabled else select_device(cfg.device)
         seed_everything(cfg.seed)
         _require_tensorboard(cfg)  # before any run folder exists: a missing package fails fast
 
         # data
+        if ctx.enabled and ctx.local_rank != 0:
+            distributed.barrier(ctx)  # local rank 0 downloads/unpacks first: no two processes write the same files
         data = load_dataset(cfg.dataset, cfg.data_dir, download=True, seed=cfg.seed)
+        if ctx.enabled and ctx.local_rank == 0:
+            distributed.barrier(ctx)
         train_idx, valid_idx = split_indices(data.train_labels, cfg.valid_fraction, cfg.seed, cfg.stratify)
         if cfg.patience > 0 and len(valid_idx) == 0:
             raise UsageError("--patience needs a validation split: set --valid-fraction above 0")
@@ -336,13 +349,22 @@ class _Trainer:
         params = count_parameters(model)
         autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_amp else nullcontext()
         step_model: nn.Module = torch.compile(model) if cfg.compile else model
+        if ctx.enabled:
+            # `model` stays the plain module (checkpoints, evaluation); DDP wraps it for the steps.
+            model, ddp_model = distributed.wrap_model(model, ctx, sync_bn=cfg.sync_bn)
+            step_model = torch.compile(ddp_model) if cfg.compile else ddp_model
+            # Same weights everywhere (DDP broadcast them), but each rank its own dropout stream.
+            seed_everything(cfg.seed + ctx.rank)
 
         batches = BatchIterator(
-            data.train_images[train_idx], data.train_labels[train_idx], batch_size=cfg.batch_size,
+            data.train_images[train_idx], data.train_labels[train_idx],
+            batch_size=distributed.per_rank_batch_size(cfg.batch_size, ctx), rank=ctx.rank, world_size=ctx.world_size,
             mean=data.mean, std=data.std, shuffle=True, seed=cfg.seed, drop_last=cfg.drop_last, device=device,
             channels_last=channels_last, augment=bool(cfg.augment),
         )
-        steps_per_epoch = len(batches)
+        # Under DDP every rank must take the same number of steps (a missing one hangs the gradient
+        # all-reduce); shards can differ by a sample, so the shortest rank's count decides.
+        steps_per_epoch = distributed.all_reduce_min(len(batches), ctx)
         if steps_per_epoch == 0:
             raise UsageError(f"batch size {cfg.batch_size} is larger than the {len(train_idx)} training images with drop_last")
         total_epochs = math.ceil(cfg.epochs)
@@ -370,7 +392,13 @@ class _Trainer:
             if scheduler is not None and ckpt.get("scheduler"):
                 scheduler.load_state_dict(ckpt["scheduler"])
             early.load_state_dict(ckpt["early_stopping"])
-            set_rng_state(ckpt["rng"])
+            rngs = ckpt.get("rng_per_rank") or []
+            if not ctx.enabled:
+                set_rng_state(ckpt["rng"])
+            elif len(rngs) == ctx.world_size:
+                set_rng_state(rngs[ctx.rank])
+            else:  # saved by another number of processes: fresh, distinct streams per rank
+                seed_everything(cfg.seed + ctx.rank + 1_000_003 * int(ckpt["epoch"]))
             history = list(ckpt["history"])
             start_epoch = int(ckpt["epoch"]) + 1
             train_seconds = float(ckpt.get("train_seconds", 0.0))
@@ -380,17 +408,28 @@ class _Trainer:
             rep.info(f"resuming {path} from epoch {start_epoch}")
         else:
             name = cfg.name or (cfg.model if cfg.dataset == "mnist" else f"{cfg.model}-{cfg.dataset.split(':')[0]}")
-            path = create_run_dir(cfg.out, name)
+            # Rank 0 alone makes the folder (create_run_dir adds -2, -3...: W ranks would make W folders).
+            path = create_run_dir(cfg.out, name) if ctx.is_main else None
+            if ctx.enabled:
+                path = Path(distributed.broadcast_object(str(path) if path else None, ctx))
         run = Run(path)
         cfg = dataclasses.replace(cfg, name=path.name, resume=None)
-        write_yaml(path / "config.yaml", {**cfg.to_dict(), "package_version": mnistlab.__version__})
-        write_json(path / "environment.json", _environment(device, use_amp, channels_last))
+        if ctx.is_main:
+            write_yaml(path / "config.yaml", {**cfg.to_dict(), "package_version": mnistlab.__version__})
+            env = _environment(device, use_amp, channels_last)
+            if ctx.enabled:
+                env["distributed"] = {"world_size": ctx.world_size, "backend": ctx.backend}
+            write_json(path / "environment.json", env)
         base_summary = {
             "name": path.name, "model": cfg.model, "dataset": cfg.dataset, "parameters": params,
             "mnistlab_version": mnistlab.__version__,
         }
 
         def checkpoint(epoch: int, best: bool) -> None:
+            # A collective (every rank calls checkpoint()): each rank's RNG state, so resume restores them all.
+            rngs = distributed.all_gather_object(rng_state(), ctx) if ctx.enabled else None
+            if not ctx.is_main:
+                return
             payload = {
                 "model": {"name": cfg.model, "options": cfg.to_dict()["model_options"]},
                 "data": data_meta,
@@ -399,6 +438,7 @@ class _Trainer:
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "early_stopping": early.state_dict(),
                 "rng": rng_state(),
+                **({"rng_per_rank": rngs} if rngs else {}),
                 "epoch": epoch,
                 "history": history,
                 "train_seconds": train_seconds,
@@ -421,7 +461,8 @@ class _Trainer:
                 "train_seconds": train_seconds, "total_seconds": time.perf_counter() - started,
                 **(extra or {}),
             }
-            write_json(path / "summary.json", summary)
+            if ctx.is_main:
+                write_json(path / "summary.json", summary)
             return summary
 
         if self.resume_from is None:
@@ -442,6 +483,7 @@ class _Trainer:
             for epoch in range(start_epoch, total_epochs + 1):
                 t0 = time.perf_counter()
                 batches.set_epoch(epoch)
+                distributed.maybe_fail_for_test(ctx, epoch)
                 max_steps = min(steps_per_epoch, total_steps - (epoch - 1) * steps_per_epoch)
                 bar = rep.bar(max_steps, f"epoch {epoch}/{total_epochs}")
                 try:
@@ -452,6 +494,8 @@ class _Trainer:
                     )
                 finally:
                     bar.close()
+                if ctx.enabled:  # the epoch's train numbers over all ranks, not rank 0's shard alone
+                    result.loss, result.accuracy = distributed.mean_over_ranks([result.loss, result.accuracy], ctx)
                 train_seconds += result.seconds
                 row: dict[str, Any] = {
                     "epoch": epoch, "train_loss": result.loss, "train_accuracy": result.accuracy,
@@ -459,10 +503,11 @@ class _Trainer:
                     "lr": optimizer.param_groups[0]["lr"], "train_seconds": result.seconds,
                 }
                 if len(valid_idx):
-                    from mnistlab.evaluation import predict_logits
-
-                    logits = predict_logits(
-                        model, valid_images, data.mean, data.std, device=device,
+                    if ctx.enabled:
+                        distributed.broadcast_buffers(model, ctx)  # every rank evaluates rank 0's BN statistics
+                    # Each rank predicts its shard; the logits are gathered: full valid-set numbers everywhere.
+                    logits = distributed.predict_logits_sharded(
+                        model, valid_images, data.mean, data.std, ctx=ctx, device=device,
                         batch_size=cfg.eval_batch_size, channels_last=channels_last,
                     )
                     row["valid_loss"] = float(F.cross_entropy(logits, valid_labels).item())
@@ -471,14 +516,17 @@ class _Trainer:
                 else:
                     monitored = result.loss
                 improved = early.update(monitored, epoch)
+                # Rank 0 decides; all ranks follow, so they leave the loop together.
+                improved, stop = distributed.broadcast_flags([improved, early.should_stop], ctx)
                 row["epoch_seconds"] = time.perf_counter() - t0
                 history.append(row)
                 checkpoint(epoch, best=improved)
-                write_metrics_csv(path / "metrics.csv", history)
+                if ctx.is_main:
+                    write_metrics_csv(path / "metrics.csv", history)
                 rep.epoch(row, cfg.epochs)
                 if tb is not None:
                     _log_epoch(tb, row)
-                if early.should_stop:
+                if stop:
                     stop_reason = (
                         f"early stopping: valid loss did not improve for {cfg.patience} epochs "
                         f"(best {early.best:.4f} at epoch {early.best_epoch})"
@@ -498,28 +546,43 @@ class _Trainer:
                 f"interrupted during epoch {epoch}; the checkpoint of epoch {len(history)} is saved. "
                 f"Resume with: mnistlab train --resume {path}"
             ) from None
+        except (MnistlabError, OSError) as exc:
+            # e.g. a full disk while checkpointing: the run folder must not claim to be still running.
+            try:
+                write_summary("failed", f"error: {exc}")
+            except (MnistlabError, OSError):
+                pass  # the disk may still be full; the error below is what matters
+            raise
 
         if tb is not None:
             tb.close()
         # test metrics with the best checkpoint
-        from mnistlab.evaluation import predict_logits, score
+        from mnistlab.evaluation import score
         from mnistlab.training.checkpoint import build_model_from_checkpoint
 
         best_path = path / "checkpoints" / "best.pt"
         which = "best" if best_path.is_file() else "last"
-        best_model = build_model_from_checkpoint(load_checkpoint(path / "checkpoints" / f"{which}.pt"), which)
+        best_ckpt = load_checkpoint(path / "checkpoints" / f"{which}.pt") if ctx.is_main else None
+        if ctx.enabled:
+            # Only rank 0 surely sees the files (other nodes may not share its disk): it sends the weights.
+            wanted = ("model", "data", "state_dict")
+            which, best_ckpt = distributed.broadcast_object(
+                (which, {k: best_ckpt[k] for k in wanted} if best_ckpt is not None else None), ctx
+            )
+        best_model = build_model_from_checkpoint(best_ckpt, which)
         best_model.to(device)
         if channels_last:
             best_model.to(memory_format=torch.channels_last)
-        test_logits = predict_logits(
-            best_model, data.test_images, data.mean, data.std, device=device,
+        test_logits = distributed.predict_logits_sharded(
+            best_model, data.test_images, data.mean, data.std, ctx=ctx, device=device,
             batch_size=cfg.eval_batch_size, channels_last=channels_last,
         )
         test = score(test_logits, data.test_labels, list(data.classes))
         summary = write_summary(
             "completed", stop_reason, {"split": "test", "checkpoint": which, **test}
         )
-        self._after(run, test_logits)
+        if ctx.is_main:
+            self._after(run, test_logits)
         rep.result(summary, str(path))
         return run
 
