@@ -1,0 +1,205 @@
+"""Shared pieces of the benchmark suite: rows, timing, machine facts and the data.
+
+Every benchmark returns a list of `Row`s; `run.py` prints them as one table. Timings are
+wall-clock medians over repetitions, and every comparison is measured in the same process,
+interleaved repetition by repetition (A, B, A, B, ...), so that the noise of a shared
+machine hits both sides alike and the *ratio* stays meaningful even when absolute figures
+drift between runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+COLUMNS = ("benchmark", "measurement", "device", "median", "unit", "runs", "ratio", "target", "met")
+
+
+@dataclasses.dataclass
+class Row:
+    """One line of the results table.
+
+    `median` is the median of `runs` repetitions; `ratio` compares this row with the
+    baseline named in the measurement (measured in the same script run); `met` is
+    "yes"/"no" against `target`, or "" where there is no target (or in quick mode,
+    where the made-up data makes targets meaningless).
+    """
+
+    benchmark: str
+    measurement: str
+    device: str
+    median: float
+    unit: str
+    runs: int
+    ratio: str = ""
+    target: str = ""
+    met: str = ""
+
+    def cells(self) -> list[str]:
+        return [self.benchmark, self.measurement, self.device, fmt(self.median), self.unit,
+                str(self.runs), self.ratio, self.target, self.met]
+
+
+@dataclasses.dataclass
+class Context:
+    """What every benchmark gets: mode, devices, repetitions and the data to use."""
+
+    quick: bool
+    devices: list[str]
+    reps: int
+    data_dir: str  # a data root holding mnist/ (the real one, or made-up files in quick mode)
+    work: Path  # scratch folder for run folders and images
+    log: Callable[[str], None] = print
+
+    def verdict(self, ok: bool) -> str:
+        return "" if self.quick else ("yes" if ok else "no")
+
+
+def fmt(value: float) -> str:
+    """Three significant figures, thousands separated: 0.00123, 1.52, 20,600."""
+    if value != value:  # NaN
+        return "n/a"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    if abs(value) >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3g}"
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "n/a"
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def sync(device: str) -> None:
+    """Wait for queued GPU work: without it a CUDA timing measures only the launches."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], Any], device: str) -> float:
+    """Seconds for one call of fn, device work included."""
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def run_command(args: Sequence[str], env: dict[str, str] | None = None) -> tuple[float, str]:
+    """(wall seconds, stdout) of a command; raises with its stderr when it fails."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(list(args), capture_output=True, text=True, env=env, cwd=REPO)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    return wall, proc.stdout
+
+
+def mnistlab_command() -> list[str]:
+    """The installed `mnistlab` console script (what a user runs), else `python -m mnistlab`."""
+    script = Path(sys.executable).parent / "mnistlab"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "mnistlab"]
+
+
+def available_devices(requested: str) -> list[str]:
+    """cpu always; cuda too where a CUDA device is present (or only the one asked for)."""
+    import torch
+
+    if requested == "all":
+        return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    return [requested]
+
+
+def machine() -> dict[str, Any]:
+    """The facts a reader needs to compare these figures with theirs."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and cpu in ("", platform.machine(), "x86_64"):
+                cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "bf16_isa": ", ".join(f for f in ("avx512_bf16", "amx_bf16") if f in flags) or "none",
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+    }
+    try:
+        info["load_average"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        pass
+    return info
+
+
+# ----------------------------------------------------------------------------- data
+
+def make_images(n: int, seed: int, num_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Made-up MNIST-shaped data for quick mode: class k is a bright square at its own spot on noise.
+
+    Learnable (so training code paths behave normally) and instant to make; never used for
+    the figures in the docs.
+    """
+    size = 28
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.arange(n) % num_classes).astype(np.uint8)
+    images = rng.integers(0, 60, size=(n, size, size), dtype=np.uint8)
+    spots = [(row, col) for row in (5, 14, 23) for col in (4, 11, 17, 24)][:num_classes]
+    centres = np.array(spots)[labels] + rng.integers(-2, 3, size=(n, 2))
+    yy, xx = np.mgrid[0:size, 0:size]
+    mask = (np.abs(yy[None] - centres[:, 0, None, None]) <= 3) & (np.abs(xx[None] - centres[:, 1, None, None]) <= 3)
+    images[mask] = rng.integers(180, 256, size=int(mask.sum()), dtype=np.uint8)
+    return images, labels
+
+
+def write_made_mnist(root: Path, n_train: int = 1200, n_test: int = 300) -> Path:
+    """A data root whose mnist/ holds made-up IDX files (quick mode and the tests)."""
+    from mnistlab.data import write_idx
+
+    folder = root / "mnist"
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n, seed in (("train", n_train, 0), ("t10k", n_test, 1)):
+        x, y = make_images(n, seed)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", x)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", y)
+    return root
+
+
+def load_mnist(ctx: Context) -> Any:
+    """The MNIST of ctx.data_dir as mnistlab's ImageData (uint8 [N, 1, 28, 28] tensors)."""
+    import warnings
+
+    from mnistlab.data import load_dataset
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # made-up files warn that they are not the official ones
+        return load_dataset("mnist", ctx.data_dir)

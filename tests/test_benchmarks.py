@@ -1,0 +1,64 @@
+"""Smoke test of the benchmark suite (benchmarks/run.py): it runs end to end in quick mode on
+made-up data and prints one table of the documented shape. No timing assertions: figures
+from a test run on a shared machine mean nothing; the suite's job is to produce them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+COLUMNS = ["benchmark", "measurement", "device", "median", "unit", "runs", "ratio", "target", "met"]
+
+
+def _run(tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / "rows.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--device", "cpu", "--json", str(out), *args],
+        capture_output=True, text=True, cwd=REPO, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    header = "| " + " | ".join(COLUMNS) + " |"
+    assert header in proc.stdout
+    return json.loads(out.read_text())
+
+
+def _check_rows(rows: list[dict]) -> None:
+    for row in rows:
+        assert list(row) == COLUMNS
+        assert row["device"] == "cpu"
+        assert int(row["runs"]) >= 1
+        assert row["median"] != "n/a"
+        assert row["met"] == ""  # quick mode never claims a target
+
+
+def test_quick_subset_table_shape(tmp_path: Path) -> None:
+    result = _run(tmp_path, "--only", "limit")
+    rows = result["rows"]
+    _check_rows(rows)
+    assert {r["benchmark"] for r in rows} == {"5 limit"}
+    assert any(r["measurement"].startswith("matmul 2048x2048 bf16") for r in rows)
+    assert result["machine"]["cores"] >= 1 and result["machine"]["torch"]
+
+
+def test_unknown_benchmark_is_a_usage_error() -> None:
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--only", "nope"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and "unknown benchmark" in proc.stderr
+
+
+@pytest.mark.slow
+def test_quick_full_suite_table_shape(tmp_path: Path) -> None:
+    rows = _run(tmp_path)["rows"]
+    _check_rows(rows)
+    benches = [r["benchmark"] for r in rows]
+    assert sorted(set(benches)) == ["1 pipeline", "2 time to 99%", "3 throughput", "4 latency", "5 limit"]
+    # pipeline: 3 pipelines x (data only, data + training) x 2 batch sizes
+    assert benches.count("1 pipeline") == 12
+    # throughput: 3 models x 2 batches x (training, inference) + 3 dataset sizes
+    assert benches.count("3 throughput") == 15
+    assert any("--help" in r["measurement"] and "torch not imported" in r["measurement"] for r in rows)
