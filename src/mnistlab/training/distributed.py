@@ -30,8 +30,9 @@ from mnistlab.errors import MnistlabError, UsageError
 TIMEOUT_ENV = "MNISTLAB_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 300.0
 # A test hook (see tests/test_distributed.py): the rank named here raises at the start of epoch 1,
-# so the suite can check that one failing rank ends the whole job instead of hanging it.
+# (or $MNISTLAB_TEST_FAIL_EPOCH), so the suite can check that one failing rank ends the whole job instead of hanging it.
 TEST_FAIL_RANK_ENV = "MNISTLAB_TEST_FAIL_RANK"
+TEST_FAIL_EPOCH_ENV = "MNISTLAB_TEST_FAIL_EPOCH"
 
 
 @dataclass(frozen=True)
@@ -328,9 +329,12 @@ def broadcast_buffers(model: nn.Module, ctx: DistContext, src: int = 0) -> None:
 
 
 def maybe_fail_for_test(ctx: DistContext, epoch: int) -> None:
-    """Raise on the rank named by $MNISTLAB_TEST_FAIL_RANK at epoch 1 (a test hook; unset in real use)."""
+    """Raise on the rank named by $MNISTLAB_TEST_FAIL_RANK at the start of epoch $MNISTLAB_TEST_FAIL_EPOCH
+    (default 1). A test hook for the failure path; both variables are unset in real use."""
     raw = os.environ.get(TEST_FAIL_RANK_ENV)
-    if raw and epoch == 1 and raw.strip() == str(ctx.rank):
+    if not raw or raw.strip() != str(ctx.rank):
+        return
+    if epoch == int(os.environ.get(TEST_FAIL_EPOCH_ENV, "1")):
         raise MnistlabError(f"{TEST_FAIL_RANK_ENV}: rank {ctx.rank} failed on purpose at epoch {epoch}")
 
 
