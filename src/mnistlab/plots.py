@@ -18,6 +18,13 @@ def _pyplot() -> Any:
     return plt
 
 
+def _integer_ticks(ax: Any) -> None:
+    """Epochs are whole numbers: no 1.25 ticks on short runs."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def save_figure(fig: Any, path: str | Path) -> Path:
     """Save a figure atomically as PNG and close it."""
     from mnistlab.training.checkpoint import atomic_write_bytes
@@ -70,6 +77,7 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, *, best_epo
         if best_epoch:
             ax.axvline(best_epoch, color="gray", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch})")
         ax.set_xlabel("epoch")
+        _integer_ticks(ax)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -122,6 +130,7 @@ def plot_accuracy_overlay(curves: dict[str, Sequence[tuple[int, float]]], path: 
     for name, points in curves.items():
         ax.plot([p[0] for p in points], [p[1] for p in points], "-o", markersize=3, label=name)
     ax.set_xlabel("epoch")
+    _integer_ticks(ax)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
