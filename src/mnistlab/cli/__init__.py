@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mnistlab: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:
-        print(f"\nmnistlab: {exc or 'interrupted'}", file=sys.stderr)
+        print(f"\nmnistlab: {str(exc) or 'interrupted'}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # `mnistlab ... | head`: the reader left; not an error of ours.

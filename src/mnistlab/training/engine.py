@@ -406,6 +406,14 @@ class _Trainer:
             if summary.get("status") == "completed":
                 raise MnistlabError(f"run {path} already finished; train a new run or pass a larger --epochs")
             rep.info(f"resuming {path} from epoch {start_epoch}")
+            if ctx.is_main:
+                # Killed between writing last.pt and the files that follow it: bring them level,
+                # and drop the temp files a killed write leaves (never under a final name).
+                for stale in [*path.glob(".*.tmp"), *(path / "checkpoints").glob(".*.tmp")]:
+                    stale.unlink(missing_ok=True)
+                write_metrics_csv(path / "metrics.csv", history)
+                if early.best_epoch and early.best_epoch == int(ckpt["epoch"]):
+                    _link_or_copy(path / "checkpoints" / "last.pt", path / "checkpoints" / "best.pt")
         else:
             name = cfg.name or (cfg.model if cfg.dataset == "mnist" else f"{cfg.model}-{cfg.dataset.split(':')[0]}")
             # Rank 0 alone makes the folder (create_run_dir adds -2, -3...: W ranks would make W folders).
@@ -557,33 +565,40 @@ class _Trainer:
         if tb is not None:
             tb.close()
         # test metrics with the best checkpoint
-        from mnistlab.evaluation import score
-        from mnistlab.training.checkpoint import build_model_from_checkpoint
+        try:
+            from mnistlab.evaluation import score
+            from mnistlab.training.checkpoint import build_model_from_checkpoint
 
-        best_path = path / "checkpoints" / "best.pt"
-        which = "best" if best_path.is_file() else "last"
-        best_ckpt = load_checkpoint(path / "checkpoints" / f"{which}.pt") if ctx.is_main else None
-        if ctx.enabled:
-            # Only rank 0 surely sees the files (other nodes may not share its disk): it sends the weights.
-            wanted = ("model", "data", "state_dict")
-            which, best_ckpt = distributed.broadcast_object(
-                (which, {k: best_ckpt[k] for k in wanted} if best_ckpt is not None else None), ctx
+            best_path = path / "checkpoints" / "best.pt"
+            which = "best" if best_path.is_file() else "last"
+            best_ckpt = load_checkpoint(path / "checkpoints" / f"{which}.pt") if ctx.is_main else None
+            if ctx.enabled:
+                # Only rank 0 surely sees the files (other nodes may not share its disk): it sends the weights.
+                wanted = ("model", "data", "state_dict")
+                which, best_ckpt = distributed.broadcast_object(
+                    (which, {k: best_ckpt[k] for k in wanted} if best_ckpt is not None else None), ctx
+                )
+            best_model = build_model_from_checkpoint(best_ckpt, which)
+            best_model.to(device)
+            if channels_last:
+                best_model.to(memory_format=torch.channels_last)
+            test_logits = distributed.predict_logits_sharded(
+                best_model, data.test_images, data.mean, data.std, ctx=ctx, device=device,
+                batch_size=cfg.eval_batch_size, channels_last=channels_last,
             )
-        best_model = build_model_from_checkpoint(best_ckpt, which)
-        best_model.to(device)
-        if channels_last:
-            best_model.to(memory_format=torch.channels_last)
-        test_logits = distributed.predict_logits_sharded(
-            best_model, data.test_images, data.mean, data.std, ctx=ctx, device=device,
-            batch_size=cfg.eval_batch_size, channels_last=channels_last,
-        )
-        test = score(test_logits, data.test_labels, list(data.classes))
-        summary = write_summary(
-            "completed", stop_reason, {"split": "test", "checkpoint": which, **test}
-        )
-        if ctx.is_main:
-            self._after(run, test_logits)
-        rep.result(summary, str(path))
+            test = score(test_logits, data.test_labels, list(data.classes))
+            summary = write_summary(
+                "completed", stop_reason, {"split": "test", "checkpoint": which, **test}
+            )
+            if ctx.is_main:
+                self._after(run, test_logits)
+            rep.result(summary, str(path))
+        except KeyboardInterrupt:
+            write_summary("interrupted", "interrupted while computing the test metrics")
+            raise KeyboardInterrupt(
+                f"interrupted after training, while computing the test metrics; all {len(history)} epochs are saved. "
+                f"Finish with: mnistlab train --resume {path}"
+            ) from None
         return run
 
     def _after(self, run: Run, test_logits: torch.Tensor) -> None:
@@ -613,6 +628,9 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     except OSError:
         shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
+    # rename() does nothing when tmp and dst already are links to the same file: tmp would stay.
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
 
 
 # ----------------------------------------------------------------------------- tensorboard

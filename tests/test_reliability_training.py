@@ -1,0 +1,281 @@
+"""Reliability: training that is killed, interrupted or diverges.
+
+- SIGKILL at a random moment leaves a loadable last.pt and a metrics.csv consistent with it,
+  and `--resume` then ends with exactly the metrics of an uninterrupted run (CPU, same seed).
+- Ctrl-C (SIGINT) saves, says how to resume and exits 130.
+- A loss that becomes NaN/inf stops the run (exit 1, one line), keeps the best checkpoint and
+  marks the run failed.
+See docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import write_fake_mnist
+from mnistlab.cli import main
+from mnistlab.runs import read_metrics_csv
+from mnistlab.training import engine
+
+# A small MLP run: 96 steps per epoch, long enough that a kill lands anywhere in it.
+EPOCHS = 6
+RUN_FLAGS = ["--model", "mlp", "--epochs", str(EPOCHS), "--batch-size", "5", "--seed", "3", "--no-plots",
+             "--threads", "1"]  # one thread: the same float sums in the subprocess and in-process
+COMPARE = ("accuracy", "f1_macro", "auc_macro", "best_epoch", "confusion_matrix", "epochs_run")
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err
+
+
+def one_error_line(err: str) -> str:
+    assert "Traceback" not in err and "internal error" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("mnistlab: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    write_fake_mnist(root / "mnist")
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(data_root, tmp_path_factory) -> dict:
+    """The summary and history of the uninterrupted run every resumed run must reproduce."""
+    out = tmp_path_factory.mktemp("ref")
+    assert main(["train", *RUN_FLAGS, "--data-dir", str(data_root), "--out", str(out), "--name", "ref", "-q"]) == 0
+    run = out / "ref"
+    return {"summary": json.loads((run / "summary.json").read_text()), "history": read_metrics_csv(run / "metrics.csv")}
+
+
+def check_consistent(run: Path) -> int:
+    """last.pt loads with weights_only; metrics.csv rows are epochs 1..k with last.pt at epoch k or k+1."""
+    ckpt = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    rows = read_metrics_csv(run / "metrics.csv")
+    k = len(rows)
+    assert [r["epoch"] for r in rows] == list(range(1, k + 1))
+    assert ckpt["epoch"] in (k, k + 1), (ckpt["epoch"], k)
+    assert len(ckpt["history"]) == ckpt["epoch"]
+    best = run / "checkpoints" / "best.pt"
+    if best.exists():
+        torch.load(best, map_location="cpu", weights_only=True)
+    # (a write cut by SIGKILL may leave a dot-named temp file beside its target; --resume removes them)
+    return int(ckpt["epoch"])
+
+
+def assert_same_result(run: Path, reference: dict) -> None:
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    for key in COMPARE:
+        assert summary[key] == reference["summary"][key], key
+    history = read_metrics_csv(run / "metrics.csv")
+    assert len(history) == len(reference["history"]) == EPOCHS
+    for a, b in zip(history, reference["history"]):
+        assert a["train_loss"] == b["train_loss"] and a["valid_loss"] == b["valid_loss"], a["epoch"]
+    # best.pt is the checkpoint of the epoch the summary names
+    best = torch.load(run / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
+    assert best["epoch"] == summary["best_epoch"]
+    assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]
+
+
+def start(data_root: Path, out: Path, name: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "mnistlab", "train", *RUN_FLAGS, "--data-dir", str(data_root),
+           "--out", str(out), "--name", name, "--jsonl"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before {path} appeared: {proc.stderr.read()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"{path} did not appear in {timeout} s")
+        time.sleep(0.01)
+
+
+def wait_for_epochs(proc: subprocess.Popen, n: int) -> float:
+    """Read the --jsonl stream until `n` epochs have finished (0: until training has started).
+
+    Returns the last epoch's duration in seconds (0.5 before the first epoch).
+    """
+    seen, seconds = 0, 0.5
+    for line in proc.stdout:
+        event = json.loads(line)
+        if event.get("event") == "epoch":
+            seen += 1
+            seconds = float(event["epoch_seconds"])
+        if seen >= n and (n > 0 or event.get("event") == "info"):
+            return seconds
+    raise AssertionError(f"the run ended after {seen} epochs: {proc.stderr.read()}")
+
+
+# --------------------------------------------------------------------------- SIGKILL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trial", range(3))
+def test_sigkill_at_a_random_moment_then_resume(trial, data_root, reference, tmp_path, capsys):
+    rng = random.Random(1000 + trial)
+    proc = start(data_root, tmp_path, "killed")
+    run = tmp_path / "killed"
+    epoch_seconds = wait_for_epochs(proc, rng.randrange(0, EPOCHS - 1))  # a random epoch...
+    time.sleep(rng.uniform(0.0, 1.2 * epoch_seconds))  # ...and a random step in it (or in its checkpointing)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    epoch = check_consistent(run)
+    finished = json.loads((run / "summary.json").read_text())["status"] == "completed"
+    code, err = run_cli(capsys, "train", "--resume", str(run), "-q")
+    if finished:
+        assert code == 1 and "already finished" in err  # killed after it finished: nothing to do
+    else:
+        assert code == 0, err
+    assert_same_result(run, reference)
+
+
+def test_sigkill_right_after_start_then_resume(data_root, reference, tmp_path, capsys):
+    """The fast variant: killed as soon as the epoch-0 checkpoint exists."""
+    proc = start(data_root, tmp_path, "early")
+    run = tmp_path / "early"
+    wait_for(run / "checkpoints" / "last.pt", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    check_consistent(run)
+    code, err = run_cli(capsys, "train", "--resume", str(run), "-q")
+    assert code == 0, err
+    assert_same_result(run, reference)
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL in-process: nothing after the raise runs, no handler sees it."""
+
+
+@pytest.mark.parametrize("at_epoch", [3, EPOCHS])
+def test_killed_between_checkpoint_and_metrics(at_epoch, data_root, reference, tmp_path, monkeypatch, capsys):
+    """The window where last.pt is one epoch ahead of metrics.csv, in the middle and at the very end."""
+    real = engine.write_metrics_csv
+
+    def write_metrics_csv(path, rows):
+        if len(rows) == at_epoch:
+            raise _Killed
+        return real(path, rows)
+
+    monkeypatch.setattr(engine, "write_metrics_csv", write_metrics_csv)
+    with pytest.raises(_Killed):
+        main(["train", *RUN_FLAGS, "--data-dir", str(data_root), "--out", str(tmp_path), "--name", "gap", "-q"])
+    monkeypatch.undo()
+    run = tmp_path / "gap"
+    assert check_consistent(run) == at_epoch and len(read_metrics_csv(run / "metrics.csv")) == at_epoch - 1
+    code, err = run_cli(capsys, "train", "--resume", str(run), "-q")
+    assert code == 0, err
+    assert_same_result(run, reference)
+
+
+def test_killed_between_last_and_best_checkpoint(data_root, reference, tmp_path, monkeypatch, capsys):
+    """last.pt of an improving epoch is written but best.pt not yet re-linked to it."""
+    best_epoch = reference["summary"]["best_epoch"]
+    real = engine._link_or_copy
+    calls = []
+
+    def link(src, dst):
+        calls.append(dst)
+        if len(calls) == best_epoch:  # every epoch up to the best one improves on this data
+            raise _Killed
+        return real(src, dst)
+
+    monkeypatch.setattr(engine, "_link_or_copy", link)
+    with pytest.raises(_Killed):
+        main(["train", *RUN_FLAGS, "--data-dir", str(data_root), "--out", str(tmp_path), "--name", "nolink", "-q"])
+    monkeypatch.undo()
+    run = tmp_path / "nolink"
+    check_consistent(run)
+    code, err = run_cli(capsys, "train", "--resume", str(run), "-q")
+    assert code == 0, err
+    assert_same_result(run, reference)
+
+
+# --------------------------------------------------------------------------- SIGINT
+
+
+def test_ctrl_c_saves_says_how_to_resume_and_exits_130(data_root, reference, tmp_path, capsys):
+    proc = start(data_root, tmp_path, "ctrlc")
+    run = tmp_path / "ctrlc"
+    wait_for_epochs(proc, 1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived (a very fast machine)")
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert f"mnistlab train --resume {run}" in err
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    check_consistent(run)
+    code, err = run_cli(capsys, "train", "--resume", str(run), "-q")
+    assert code == 0, err
+    assert_same_result(run, reference)
+
+
+# --------------------------------------------------------------------------- divergence
+
+
+def test_divergence_in_first_epoch(data_root, tmp_path, capsys):
+    code, err = run_cli(
+        capsys, "train", "--model", "dnn", "--set", "batchnorm=false", "--set", "dropout=false", "--optimizer", "sgd",
+        "--lr", "1000", "--epochs", "3", "--data-dir", str(data_root), "--out", str(tmp_path), "--name", "boom",
+        "-q", "--no-plots",
+    )
+    line = one_error_line(err)
+    assert code == 1
+    assert "diverged" in line and "--lr" in line and str(tmp_path / "boom") in line
+    summary = json.loads((tmp_path / "boom" / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["stop_reason"].startswith("diverged")
+    torch.load(tmp_path / "boom" / "checkpoints" / "last.pt", weights_only=True)  # the epoch-0 checkpoint
+
+
+def test_divergence_after_a_good_epoch_keeps_best_checkpoint(data_root, tmp_path, monkeypatch, capsys):
+    """Epoch 1 trains well; in epoch 2 the learning rate explodes (a bad schedule) and the loss goes inf/NaN."""
+    real = engine.train_one_epoch
+
+    def train_one_epoch(model, batches, optimizer, *args, **kwargs):
+        if kwargs["epoch"] == 2:
+            for group in optimizer.param_groups:
+                group["lr"] = 1e38
+        return real(model, batches, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_one_epoch", train_one_epoch)
+    code, err = run_cli(
+        capsys, "train", "--model", "mlp", "--epochs", "4", "--data-dir", str(data_root), "--out", str(tmp_path),
+        "--name", "late", "-q", "--no-plots",
+    )
+    monkeypatch.undo()
+    line = one_error_line(err)
+    run = tmp_path / "late"
+    assert code == 1 and "diverged" in line and "epoch 2" in line and "best checkpoint (epoch 1)" in line
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["best_epoch"] == 1
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    assert best["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in best["state_dict"].values())
+    # the kept checkpoint is usable
+    code, err = run_cli(capsys, "evaluate", str(run), "--data-dir", str(data_root), "--no-plots", "--json")
+    assert code == 0, err
