@@ -59,7 +59,7 @@ def test_sweep_runs_every_combination_then_skips_them(tmp_path: Path, fake_mnist
     with (folder / "comparison.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert [r["name"] for r in rows] == names and all(r["status"] == "completed" for r in rows)
-    config = json.loads(json.dumps((folder / names[3] / "config.yaml").read_text()))
+    config = (folder / names[3] / "config.yaml").read_text()
     assert "lr: 0.5" in config and "batch_size: 64" in config
     md = (folder / "comparison.md").read_text()
     assert all(f"| {n} |" in md for n in names) and "test_accuracy.png" in md
@@ -71,6 +71,16 @@ def test_sweep_runs_every_combination_then_skips_them(tmp_path: Path, fake_mnist
     assert time.perf_counter() - start < 20
     err = capsys.readouterr().err
     assert err.count("skipped") == 4 and "started" not in err
+
+    # A run left unfinished (as an interrupted one is) is deleted and redone; the others are kept.
+    summary_path = folder / names[1] / "summary.json"
+    summary_path.write_text(json.dumps({**json.loads(summary_path.read_text()), "status": "interrupted"}))
+    (folder / names[1] / "stale-marker").write_text("from the interrupted attempt")
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert err.count("skipped") == 3 and f"redoing {names[1]}" in err and f"started {names[1]}" in err
+    assert json.loads(summary_path.read_text())["status"] == "completed"
+    assert not (folder / names[1] / "stale-marker").exists()
     assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == names  # same folder, no -2 copies
 
 

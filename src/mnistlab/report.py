@@ -93,8 +93,14 @@ def write_run_report(run: Run | str | Path, test_logits: Any = None) -> ReportRe
         try:
             from mnistlab.metrics import classification_metrics
 
+            from mnistlab.metrics import softmax
+
             d = data()
-            metrics = classification_metrics(logits, d.test_labels.cpu().numpy(), list(d.classes))
+            labels = d.test_labels.cpu().numpy().astype(np.int64)
+            metrics = classification_metrics(logits, labels, list(d.classes))
+            # The mean cross-entropy, as evaluation.score adds it (classification_metrics has no loss).
+            picked = softmax(logits)[np.arange(len(labels)), labels]
+            metrics["loss"] = float(-np.log(np.clip(picked, 1e-45, None)).mean()) if len(labels) else None
         except Exception as exc:  # noqa: BLE001 - fall back to the recorded metrics
             result.failed["metrics"] = f"{type(exc).__name__}: {exc}"
 

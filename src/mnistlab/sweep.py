@@ -199,6 +199,9 @@ def run_sweep(
         run_dir = folder / r.name
         if _is_completed(run_dir):
             r.status = "skipped"
+            stray = folder / f"{r.name}.log"
+            if stray.is_file():  # interrupted just as it finished: tidy its log away as a finished run's
+                shutil.move(str(stray), str(run_dir / "train.log"))
             log(f"  skipped {r.name} (already completed)")
             continue
         if run_dir.exists():
