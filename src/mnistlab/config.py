@@ -78,6 +78,7 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
         """Build from a dict, rejecting unknown keys with a suggestion."""
         check_keys(values, source)
+        check_paths(values, source)
         values = dict(values)
         if values.get("betas") is not None:
             values["betas"] = tuple(values["betas"])
@@ -128,6 +129,17 @@ def check_keys(values: dict[str, Any], source: str) -> None:
             raise UsageError(f"unknown setting {key!r} in {source}.{extra}")
 
 
+PATH_FIELDS = ("data_dir", "out", "name", "resume", "dataset")
+
+
+def check_paths(values: dict[str, Any], source: str) -> None:
+    """Paths and names must not hold a NUL character (the OS cannot represent one)."""
+    for key in PATH_FIELDS:
+        value = values.get(key)
+        if isinstance(value, str) and "\x00" in value:
+            raise UsageError(f"bad {key.replace('_', '-')} {value!r} in {source}: it contains a NUL character")
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML config with the safe loader; keys are TrainConfig fields (dashes allowed)."""
     import yaml
@@ -135,8 +147,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot read config file {p}: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise UsageError(f"cannot read config file {p}: {getattr(exc, 'strerror', None) or exc}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -199,6 +211,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
 
 def validate(cfg: TrainConfig) -> None:
     """Raise UsageError for any value out of its range or choices."""
+    check_paths(dataclasses.asdict(cfg), "the config")
     _check_choice("optimizer", cfg.optimizer, OPTIMIZERS)
     _check_choice("scheduler", cfg.scheduler, SCHEDULERS)
     _check_choice("init", cfg.init, INIT_METHODS)
