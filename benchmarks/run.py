@@ -6,7 +6,8 @@
     python benchmarks/run.py --update-doc         # also rewrite the results section of docs/benchmarks.md
 
 Benchmarks: pipeline (1), time_to_99 (2), throughput (3), latency (4), limit (5); see each
-module's docstring. Every comparison is measured side by side in this one process (or in
+module's docstring. `--only changes` (not in the default run) retraces what each tuning step
+of the `fast` default bought. Every comparison is measured side by side in this one process (or in
 processes this script starts back to back), interleaved repetition by repetition, and
 reported as a median over --reps repetitions plus a ratio. On a machine with CUDA every
 benchmark also runs on the GPU (--device all, the default).
@@ -28,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import COLUMNS, REPO, Context, Row, available_devices, machine, write_made_mnist  # noqa: E402
 
 BENCHMARKS = ("pipeline", "time_to_99", "throughput", "latency", "limit")
+OPTIONAL = ("changes",)  # slow (5 configurations x 5 seeds); run with --only changes
 DOC = REPO / "docs" / "benchmarks.md"
 START, END = "<!-- results:start (written by benchmarks/run.py --update-doc) -->", "<!-- results:end -->"
 
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny made-up data and 1 repetition (a smoke test)")
     p.add_argument("--only", action="append", default=[], metavar="NAME",
-                   help=f"run only these benchmarks ({', '.join(BENCHMARKS)}); repeatable or comma-separated")
+                   help=f"run only these benchmarks ({', '.join(BENCHMARKS + OPTIONAL)}); repeatable or comma-separated")
     p.add_argument("--device", default="all", help="all (cpu, plus cuda where present), cpu or cuda")
     p.add_argument("--reps", type=int, default=None, help="repetitions per measurement (default 3, quick 1)")
     p.add_argument("--data-dir", default=None, help="data root holding mnist/ (default $MNISTLAB_DATA)")
@@ -71,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     names = [n.strip().replace("-", "_") for item in args.only for n in item.split(",") if n.strip()] or list(BENCHMARKS)
-    unknown = [n for n in names if n not in BENCHMARKS]
+    unknown = [n for n in names if n not in BENCHMARKS + OPTIONAL]
     if unknown:
-        p.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+        p.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS + OPTIONAL)}")
     reps = args.reps or (1 if args.quick else 3)
 
     with tempfile.TemporaryDirectory(prefix="mnistlab-bench-") as tmp:
