@@ -25,6 +25,7 @@ import torch
 from conftest import write_fake_mnist
 from mnistlab.cli import main
 from mnistlab.runs import read_metrics_csv
+from mnistlab.training import checkpoint as checkpoint_io
 from mnistlab.training import engine
 
 # A small MLP run: 96 steps per epoch, long enough that a kill lands anywhere in it.
@@ -193,7 +194,7 @@ def test_killed_between_checkpoint_and_metrics(at_epoch, data_root, reference, t
 def test_killed_between_last_and_best_checkpoint(data_root, reference, tmp_path, monkeypatch, capsys):
     """last.pt of an improving epoch is written but best.pt not yet re-linked to it."""
     best_epoch = reference["summary"]["best_epoch"]
-    real = engine._link_or_copy
+    real = checkpoint_io.link_or_copy
     calls = []
 
     def link(src, dst):
@@ -202,7 +203,7 @@ def test_killed_between_last_and_best_checkpoint(data_root, reference, tmp_path,
             raise _Killed
         return real(src, dst)
 
-    monkeypatch.setattr(engine, "_link_or_copy", link)
+    monkeypatch.setattr(checkpoint_io, "link_or_copy", link)
     with pytest.raises(_Killed):
         main(["train", *RUN_FLAGS, "--data-dir", str(data_root), "--out", str(tmp_path), "--name", "nolink", "-q"])
     monkeypatch.undo()

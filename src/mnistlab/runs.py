@@ -87,6 +87,35 @@ def read_metrics_csv(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def run_summary(
+    base: dict[str, Any],
+    *,
+    status: str,
+    stop_reason: str,
+    history: list[dict[str, Any]],
+    best_epoch: int,
+    best_valid_loss: float,
+    train_seconds: float,
+    total_seconds: float,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The summary.json of a run (image or text): status, stop reason, best epoch and timings, plus `extra`."""
+    import math
+
+    return {
+        **base,
+        "status": status,
+        "stop_reason": stop_reason,
+        "epochs_run": len(history),
+        "best_epoch": best_epoch or None,
+        "best_valid_loss": best_valid_loss if math.isfinite(best_valid_loss) else None,
+        "best_valid_accuracy": next((r["valid_accuracy"] for r in history if r["epoch"] == best_epoch), None),
+        "train_seconds": train_seconds,
+        "total_seconds": total_seconds,
+        **(extra or {}),
+    }
+
+
 def check_run_name(name: str) -> str:
     """A run name is one safe path component: no separators, no `..`, no leading dot."""
     if not _NAME_RE.match(name) or ".." in name:

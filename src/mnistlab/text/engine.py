@@ -24,15 +24,15 @@ import mnistlab
 from mnistlab.config import GLOBAL_DEFAULTS, TrainConfig, validate
 from mnistlab.errors import MnistlabError, TrainingDiverged, UsageError
 from mnistlab.evaluation import score
-from mnistlab.runs import Run, create_run_dir, load_run, write_json, write_metrics_csv, write_yaml
+from mnistlab.runs import Run, create_run_dir, load_run, run_summary, write_json, write_metrics_csv, write_yaml
 from mnistlab.text.csvdata import TextData, read_text_csv, split_text_indices
 from mnistlab.text.model import TextBatches, TextClassifier, pad_batch
 from mnistlab.text.tokenizer import tokenize
 from mnistlab.text.vocab import Vocab
-from mnistlab.training.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from mnistlab.training.checkpoint import load_checkpoint, load_model_state, save_training_checkpoint
 from mnistlab.training.early_stopping import EarlyStopping
 from mnistlab.training.engine import (
-    _environment, _link_or_copy, build_optimizer, build_scheduler, rng_state, seed_everything, select_device,
+    build_optimizer, environment_info, build_scheduler, rng_state, seed_everything, select_device,
     train_one_epoch,
 )
 from mnistlab.training.progress import Reporter
@@ -217,7 +217,7 @@ class _TextTrainer:
         write_yaml(path / "config.yaml", {
             "task": "text", **dataclasses.asdict(text), **cfg.to_dict(), "package_version": mnistlab.__version__,
         })
-        write_json(path / "environment.json", _environment(device, False, False))
+        write_json(path / "environment.json", environment_info(device, False, False))
         vocab.save(path / "vocab.json")
         write_json(path / "labels.json", list(rows.classes))
         base_summary = {
@@ -243,22 +243,14 @@ class _TextTrainer:
                 "config": {"task": "text", **dataclasses.asdict(text), **cfg.to_dict()},
                 "mnistlab_version": mnistlab.__version__,
             }
-            last = path / "checkpoints" / "last.pt"
-            save_checkpoint(last, payload)
-            if best:
-                _link_or_copy(last, path / "checkpoints" / "best.pt")
+            save_training_checkpoint(path / "checkpoints", payload, best)
 
         def write_summary(status: str, stop_reason: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-            summary = {
-                **base_summary, "status": status, "stop_reason": stop_reason, "epochs_run": len(history),
-                "best_epoch": early.best_epoch or None,
-                "best_valid_loss": early.best if math.isfinite(early.best) else None,
-                "best_valid_accuracy": next(
-                    (r["valid_accuracy"] for r in history if r["epoch"] == early.best_epoch), None
-                ),
-                "train_seconds": train_seconds, "total_seconds": time.perf_counter() - started,
-                **(extra or {}),
-            }
+            summary = run_summary(
+                base_summary, status=status, stop_reason=stop_reason, history=history, best_epoch=early.best_epoch,
+                best_valid_loss=early.best, train_seconds=train_seconds,
+                total_seconds=time.perf_counter() - started, extra=extra,
+            )
             write_json(path / "summary.json", summary)
             return summary
 

@@ -83,6 +83,35 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     atomic_write_bytes(Path(path), lambda fh: fh.write(data))
 
 
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Point `dst` at `src`'s current content atomically (hard link, or copy where links fail)."""
+    import shutil
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+    # rename() does nothing when tmp and dst already are links to the same file: tmp would stay.
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+
+
+def save_training_checkpoint(folder: Path, payload: dict[str, Any], best: bool) -> None:
+    """Write `folder/last.pt`, and make `folder/best.pt` the same file when this epoch is the best.
+
+    last.pt is complete on disk before best.pt points at it, so a kill between the two
+    leaves the previous best.pt intact (resume re-links it).
+    """
+    last = Path(folder) / "last.pt"
+    save_checkpoint(last, payload)
+    if best:
+        link_or_copy(last, Path(folder) / "best.pt")
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint safely; any problem is a CheckpointError with the file's name.
 

@@ -25,9 +25,9 @@ from torch.nn import functional as F
 import mnistlab
 from mnistlab.config import TrainConfig, load_config_file, resolve_config
 from mnistlab.errors import MnistlabError, TrainingDiverged, UsageError
-from mnistlab.runs import Run, create_run_dir, load_run, write_json, write_metrics_csv, write_yaml
+from mnistlab.runs import Run, create_run_dir, load_run, run_summary, write_json, write_metrics_csv, write_yaml
 from mnistlab.training import distributed
-from mnistlab.training.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from mnistlab.training.checkpoint import link_or_copy, load_checkpoint, load_model_state, save_training_checkpoint
 from mnistlab.training.early_stopping import EarlyStopping
 from mnistlab.training.progress import Reporter
 
@@ -246,7 +246,7 @@ def _find_run(ref: str, out: str) -> Run:
     return load_run(p)
 
 
-def _environment(device: torch.device, amp: bool, channels_last: bool) -> dict[str, Any]:
+def environment_info(device: torch.device, amp: bool, channels_last: bool) -> dict[str, Any]:
     env = {
         "mnistlab_version": mnistlab.__version__,
         "torch_version": torch.__version__,
@@ -413,7 +413,7 @@ class _Trainer:
                     stale.unlink(missing_ok=True)
                 write_metrics_csv(path / "metrics.csv", history)
                 if early.best_epoch and early.best_epoch == int(ckpt["epoch"]):
-                    _link_or_copy(path / "checkpoints" / "last.pt", path / "checkpoints" / "best.pt")
+                    link_or_copy(path / "checkpoints" / "last.pt", path / "checkpoints" / "best.pt")
         else:
             name = cfg.name or (cfg.model if cfg.dataset == "mnist" else f"{cfg.model}-{cfg.dataset.split(':')[0]}")
             # Rank 0 alone makes the folder (create_run_dir adds -2, -3...: W ranks would make W folders).
@@ -424,7 +424,7 @@ class _Trainer:
         cfg = dataclasses.replace(cfg, name=path.name, resume=None)
         if ctx.is_main:
             write_yaml(path / "config.yaml", {**cfg.to_dict(), "package_version": mnistlab.__version__})
-            env = _environment(device, use_amp, channels_last)
+            env = environment_info(device, use_amp, channels_last)
             if ctx.enabled:
                 env["distributed"] = {"world_size": ctx.world_size, "backend": ctx.backend}
             write_json(path / "environment.json", env)
@@ -453,22 +453,14 @@ class _Trainer:
                 "config": cfg.to_dict(),
                 "mnistlab_version": mnistlab.__version__,
             }
-            last = path / "checkpoints" / "last.pt"
-            save_checkpoint(last, payload)
-            if best:
-                _link_or_copy(last, path / "checkpoints" / "best.pt")
+            save_training_checkpoint(path / "checkpoints", payload, best)
 
         def write_summary(status: str, stop_reason: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-            summary = {
-                **base_summary, "status": status, "stop_reason": stop_reason, "epochs_run": len(history),
-                "best_epoch": early.best_epoch or None,
-                "best_valid_loss": early.best if math.isfinite(early.best) else None,
-                "best_valid_accuracy": next(
-                    (r["valid_accuracy"] for r in history if r["epoch"] == early.best_epoch), None
-                ),
-                "train_seconds": train_seconds, "total_seconds": time.perf_counter() - started,
-                **(extra or {}),
-            }
+            summary = run_summary(
+                base_summary, status=status, stop_reason=stop_reason, history=history, best_epoch=early.best_epoch,
+                best_valid_loss=early.best, train_seconds=train_seconds,
+                total_seconds=time.perf_counter() - started, extra=extra,
+            )
             if ctx.is_main:
                 write_json(path / "summary.json", summary)
             return summary
@@ -613,24 +605,6 @@ class _Trainer:
             report.write_run_report(run, test_logits=test_logits)
         except Exception as exc:  # noqa: BLE001 - a plot must never lose a finished run
             self.reporter.warn(f"could not write plots/report for {run.path}: {exc}")
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """Point `dst` at `src`'s current content atomically (hard link, or copy where links fail)."""
-    import shutil
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    os.unlink(tmp)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-    # rename() does nothing when tmp and dst already are links to the same file: tmp would stay.
-    if os.path.lexists(tmp):
-        os.unlink(tmp)
 
 
 # ----------------------------------------------------------------------------- tensorboard
