@@ -172,8 +172,11 @@ def run_row(run: Run | Path | str) -> dict[str, Any]:
     if best_valid is None and valid:
         best_valid = max(valid)
     train_seconds = summary.get("train_seconds")
-    if train_seconds is None and history:
-        train_seconds = sum(r.get("train_seconds") or 0.0 for r in history)
+    epochs = summary.get("epochs_run")
+    # summary.json of a run still training was written at its start: the epochs so far are in metrics.csv.
+    if status == "running" or epochs is None:
+        epochs = len(history) if history else epochs
+        train_seconds = sum(r.get("train_seconds") or 0.0 for r in history) if history else train_seconds
     try:
         options = key_options(config) if config else ""
     except Exception:  # noqa: BLE001 - the options column is a convenience, never a reason to fail
@@ -185,7 +188,7 @@ def run_row(run: Run | Path | str) -> dict[str, Any]:
         "model": config.get("model") or summary.get("model"),
         "options": options,
         "parameters": summary.get("parameters"),
-        "epochs": summary.get("epochs_run", len(history) if history else None),
+        "epochs": epochs,
         "train_seconds": train_seconds,
         "best_valid_accuracy": best_valid,
         "test_accuracy": test.get("accuracy"),
