@@ -8,7 +8,10 @@ over 48,000 images, fed three ways, interleaved repetition by repetition:
   with numpy because torchvision is not importable here), through
   DataLoader(batch_size, shuffle=True) with 0 and 2 worker processes;
 - `mnistlab`: BatchIterator (the uint8 set resident on the device, one gather and one fused
-  normalise per batch), as `mnistlab train` uses it.
+  normalise per batch) feeding the engine's `train_one_epoch` (fused Adam, no per-step
+  `.item()`), as `mnistlab train` runs it; the PIL pipelines feed the tutorials' loop
+  (default Adam, `running_loss += loss.item()` every step). Same model, same optimizer
+  settings, same number of steps.
 
 Both "data only" (iterate the batches, no model) and "data + training" figures are reported,
 because at batch 32 the DNN step itself, not the data, sets most of the time.
@@ -53,8 +56,13 @@ def _model(device: str) -> Any:
     return mnistlab.create_model("dnn", hidden_dims=(784, 128, 128, 128)).to(device)
 
 
-def _epoch(batches: Any, device: str, train: bool) -> int:
-    """One pass; returns the images seen. With train, a full Adam step per batch."""
+def _epoch(batches: Any, device: str, train: bool, engine: bool) -> int:
+    """One pass; returns the images seen. With train, one Adam step per batch.
+
+    engine=False is the tutorials' loop (default Adam, the running loss read back with
+    .item() every step); engine=True is mnistlab's `train_one_epoch` (fused Adam, losses
+    kept on the device), i.e. what `mnistlab train` runs.
+    """
     import torch
     from torch.nn import functional as F
 
@@ -66,13 +74,24 @@ def _epoch(batches: Any, device: str, train: bool) -> int:
         return seen
     model = _model(device)
     model.train()
+    if engine:
+        from contextlib import nullcontext
+
+        from mnistlab.training.engine import train_one_epoch
+
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=device in ("cpu", "cuda"))
+        result = train_one_epoch(model, batches, opt, None, max_steps=len(batches), label_smoothing=0.0,
+                                 clip_grad=None, autocast=nullcontext(), device=torch.device(device), bar=None, epoch=1)
+        return min(result.steps * batches.batch_size, len(batches.images))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    running = 0.0
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
         opt.step()
+        running += loss.item()
         seen += len(y)
     return seen
 
@@ -114,7 +133,7 @@ def run(ctx: Context) -> list[Row]:
 
                         def go() -> None:
                             nonlocal seen
-                            seen = _epoch(make(), device, train)
+                            seen = _epoch(make(), device, train, engine=name == "mnistlab")
 
                         seconds = timed(go, device)
                         rates[(name, train)].append(seen / seconds)

@@ -47,7 +47,8 @@ class Row:
     met: str = ""
 
     def cells(self) -> list[str]:
-        return [self.benchmark, self.measurement, self.device, fmt(self.median), self.unit,
+        value = f"{self.median:.2f}" if self.unit == "%" else fmt(self.median)  # accuracy: 99.03, not 99.0
+        return [self.benchmark, self.measurement, self.device, value, self.unit,
                 str(self.runs), self.ratio, self.target, self.met]
 
 

@@ -4,6 +4,7 @@
     python benchmarks/run.py --only pipeline      # one benchmark (repeatable, or comma-separated)
     python benchmarks/run.py --quick              # tiny made-up data, 1 repetition: a smoke test
     python benchmarks/run.py --update-doc         # also rewrite the results section of docs/benchmarks.md
+    python benchmarks/run.py --omp-passive        # OMP_WAIT_POLICY=PASSIVE: for a shared, busy machine
 
 Benchmarks: pipeline (1), time_to_99 (2), throughput (3), latency (4), limit (5); see each
 module's docstring. `--only changes` (not in the default run) retraces what each tuning step
@@ -31,7 +32,9 @@ from common import COLUMNS, REPO, Context, Row, available_devices, machine, writ
 BENCHMARKS = ("pipeline", "time_to_99", "throughput", "latency", "limit")
 OPTIONAL = ("changes",)  # slow (5 configurations x 5 seeds); run with --only changes
 DOC = REPO / "docs" / "benchmarks.md"
-START, END = "<!-- results:start (written by benchmarks/run.py --update-doc) -->", "<!-- results:end -->"
+def markers(section: str) -> tuple[str, str]:
+    """The comment pair around one generated section of docs/benchmarks.md."""
+    return (f"<!-- {section}:start (written by benchmarks/run.py --update-doc {section}) -->", f"<!-- {section}:end -->")
 
 
 def table(rows: list[Row]) -> str:
@@ -48,8 +51,9 @@ def report(rows: list[Row], info: dict, command: str, seconds: float) -> str:
     )
 
 
-def update_doc(text: str, doc: Path = DOC) -> None:
-    """Replace the results section of docs/benchmarks.md (between the markers), keeping the prose."""
+def update_doc(text: str, section: str = "results", doc: Path = DOC) -> None:
+    """Replace one generated section of docs/benchmarks.md (between its markers), keeping the prose."""
+    START, END = markers(section)
     old = doc.read_text(encoding="utf-8") if doc.is_file() else f"# Benchmarks\n\n{START}\n{END}\n"
     if START not in old or END not in old:
         old = old.rstrip() + f"\n\n{START}\n{END}\n"
@@ -68,9 +72,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None, help="data root holding mnist/ (default $MNISTLAB_DATA)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     p.add_argument("--markdown", type=Path, default=None, help="also write the report as Markdown here")
-    p.add_argument("--update-doc", action="store_true", help=f"rewrite the results section of {DOC.relative_to(REPO)}")
+    p.add_argument("--update-doc", nargs="?", const="results", default=None, metavar="SECTION",
+                   help=f"rewrite a generated section of {DOC.relative_to(REPO)} (default: results)")
     p.add_argument("--verbose", "-v", action="store_true", help="print every repetition as it runs")
+    p.add_argument("--omp-passive", action="store_true",
+                   help="set OMP_WAIT_POLICY=PASSIVE for this run and every command it starts (for a shared, "
+                        "oversubscribed machine, where spinning OpenMP threads stall each other)")
     args = p.parse_args(argv)
+    if args.omp_passive:
+        # Must be in the environment before torch (and its OpenMP runtime) is first imported.
+        if "torch" in sys.modules:
+            p.error("--omp-passive must be set before torch is imported")
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
     names = [n.strip().replace("-", "_") for item in args.only for n in item.split(",") if n.strip()] or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS + OPTIONAL]
@@ -89,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         ctx = Context(quick=args.quick, devices=available_devices(args.device), reps=reps, data_dir=data_dir,
                       work=work, log=(lambda m: print(m, file=sys.stderr, flush=True)) if args.verbose else (lambda m: None))
         info = machine()
+        info["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY", "default")
         rows: list[Row] = []
         t0 = time.perf_counter()
         for name in names:
@@ -106,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         args.markdown.write_text(text, encoding="utf-8")
     if args.update_doc:
-        update_doc(text)
+        update_doc(text, args.update_doc)
     return 0
 
 
