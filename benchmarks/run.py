@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import COLUMNS, REPO, Context, Row, available_devices, machine, write_made_mnist  # noqa: E402
 
 BENCHMARKS = ("pipeline", "time_to_99", "throughput", "latency", "limit")
-OPTIONAL = ("changes",)  # slow (5 configurations x 5 seeds); run with --only changes
+OPTIONAL = ("changes",)  # slow (6 configurations x 5 seeds); run with --only changes
 DOC = REPO / "docs" / "benchmarks.md"
 def markers(section: str) -> tuple[str, str]:
     """The comment pair around one generated section of docs/benchmarks.md."""
