@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import Any, TextIO
 
@@ -54,9 +55,11 @@ class Reporter:
                 if row.get("valid_loss") is not None
                 else "no valid split"
             )
-            width = len(str(int(-(-total_epochs // 1))))
+            # A fractional total (0.8 epochs) still runs whole-numbered epochs, the last one partial.
+            last = math.ceil(total_epochs)
+            width = len(str(last))
             print(
-                f"epoch {row['epoch']:>{width}}/{total_epochs:g}  train loss {row['train_loss']:.4f} "
+                f"epoch {row['epoch']:>{width}}/{last}  train loss {row['train_loss']:.4f} "
                 f"acc {row['train_accuracy']:.4f}  {valid}  lr {row['lr']:.2e}  "
                 f"{row['train_seconds']:.2f}s train / {row['epoch_seconds']:.2f}s total",
                 file=self.stream,
