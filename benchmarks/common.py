@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 COLUMNS = ("benchmark", "measurement", "device", "median", "unit", "runs", "ratio", "target", "met")
@@ -164,34 +163,11 @@ def machine() -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- data
 
-def make_images(n: int, seed: int, num_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """Made-up MNIST-shaped data for quick mode: class k is a bright square at its own spot on noise.
-
-    Learnable (so training code paths behave normally) and instant to make; never used for
-    the figures in the docs.
-    """
-    size = 28
-    rng = np.random.default_rng(seed)
-    labels = rng.permutation(np.arange(n) % num_classes).astype(np.uint8)
-    images = rng.integers(0, 60, size=(n, size, size), dtype=np.uint8)
-    spots = [(row, col) for row in (5, 14, 23) for col in (4, 11, 17, 24)][:num_classes]
-    centres = np.array(spots)[labels] + rng.integers(-2, 3, size=(n, 2))
-    yy, xx = np.mgrid[0:size, 0:size]
-    mask = (np.abs(yy[None] - centres[:, 0, None, None]) <= 3) & (np.abs(xx[None] - centres[:, 1, None, None]) <= 3)
-    images[mask] = rng.integers(180, 256, size=int(mask.sum()), dtype=np.uint8)
-    return images, labels
-
-
 def write_made_mnist(root: Path, n_train: int = 1200, n_test: int = 300) -> Path:
-    """A data root whose mnist/ holds made-up IDX files (quick mode and the tests)."""
-    from mnistlab.data import write_idx
+    """A data root whose mnist/ holds made-up IDX files (quick mode; never used for the figures in the docs)."""
+    from mnistlab.data.synthetic import write_fake_mnist
 
-    folder = root / "mnist"
-    folder.mkdir(parents=True, exist_ok=True)
-    for prefix, n, seed in (("train", n_train, 0), ("t10k", n_test, 1)):
-        x, y = make_images(n, seed)
-        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", x)
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", y)
+    write_fake_mnist(root / "mnist", n_train=n_train, n_test=n_test)
     return root
 
 

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import os
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from mnistlab.data import DATASETS, DatasetSpec
+
+# Re-exported: test modules import the made-up dataset from here.
+from mnistlab.data.synthetic import make_fake_mnist, write_fake_mnist  # noqa: F401
 
 # The fake dataset sits where MNIST goes but is not the official files: loading it warns
 # (DataWarning, "not the official ... files"). Expected here, so it is silenced for the suite;
@@ -14,45 +24,109 @@ import pytest
 _FAKE_WARNING_FILTER = "ignore:.*are not the official .* files:UserWarning"
 
 
+def _small_idx_files() -> dict[str, bytes]:
+    """Decompressed IDX content of a 30/10-image dataset by file key, for the download tests' mirrors."""
+    import numpy as np
+
+    from mnistlab.data.idx import idx_bytes
+
+    rng = np.random.default_rng(1)
+    return {
+        "train_images": idx_bytes(rng.integers(0, 256, (30, 28, 28), dtype=np.uint8)),
+        "train_labels": idx_bytes((np.arange(30) % 10).astype(np.uint8)),
+        "test_images": idx_bytes(rng.integers(0, 256, (10, 28, 28), dtype=np.uint8)),
+        "test_labels": idx_bytes((np.arange(10) % 10).astype(np.uint8)),
+    }
+
+
+SMALL_IDX_RAW = _small_idx_files()
+SMALL_IDX_GZ = {key: gzip.compress(data, mtime=0) for key, data in SMALL_IDX_RAW.items()}
+
+
+# The standard MNIST file names by key, as the loopback mirrors serve them.
+NAMES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+
+
+class Server:
+    """A ThreadingHTTPServer on 127.0.0.1:0 serving `routes`: path -> (status, content type, body, mode).
+
+    mode "stall" waits 1 s before answering; mode "cut" sends a Content-Length larger than the body
+    and closes the connection.
+    """
+
+    def __init__(self) -> None:
+        self.routes: dict[str, tuple[int, str, bytes, str]] = {}
+        self.hits: list[str] = []
+        routes, hits = self.routes, self.hits
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                hits.append(self.path)
+                not_found = (404, "text/html", b"<h1>Not Found</h1>", "")
+                status, ctype, body, mode = routes.get(self.path, not_found)
+                if mode == "stall":
+                    time.sleep(1.0)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", ctype)
+                    self.send_header("Content-Length", str(len(body) * 2 if mode == "cut" else len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (the timeout test): expected
+                if mode == "cut":
+                    self.close_connection = True
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        self.thread.start()
+
+    def serve_dataset(
+        self, prefix: str, files: dict[str, bytes] | None = None, mode: str = "", ctype: str = "application/x-gzip"
+    ) -> str:
+        """Serve the .gz files (default: SMALL_IDX_GZ) under /prefix/ and return that base URL."""
+        for key, body in (files or SMALL_IDX_GZ).items():
+            self.routes[f"/{prefix}/{NAMES[key]}"] = (200, ctype, body, mode)
+        return f"{self.url}/{prefix}/"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    s = Server()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def tiny_spec(monkeypatch: pytest.MonkeyPatch) -> DatasetSpec:
+    """A catalog entry 'tiny' for the files above (the production code path, only the catalog differs)."""
+    spec = DatasetSpec(
+        name="tiny",
+        files={key: (NAMES[key], hashlib.sha256(SMALL_IDX_RAW[key]).hexdigest()) for key in NAMES},
+        mirrors=("http://127.0.0.1:9/never-used/",),
+        classes=tuple(str(i) for i in range(10)),
+        mean=0.5, std=0.29, num_train=30, num_test=10,
+    )
+    monkeypatch.setitem(DATASETS, "tiny", spec)
+    monkeypatch.delenv("MNISTLAB_MIRRORS", raising=False)
+    return spec
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("filterwarnings", _FAKE_WARNING_FILTER)
-
-
-FAKE_TRAIN, FAKE_TEST, FAKE_CLASSES = 600, 200, 10
-
-
-def make_fake_mnist(n: int, seed: int, num_classes: int = FAKE_CLASSES) -> tuple[np.ndarray, np.ndarray]:
-    """(images uint8 [n, 28, 28], labels uint8 [n]): class k is a bright 7x7 square at its own
-    spot on a 4x3 grid, jittered by up to 2 px, on uniform noise. Balanced classes in random order.
-
-    A linear model separates the classes almost perfectly within an epoch or two, so engine
-    tests can assert "well above chance" quickly.
-    """
-    size = 28
-    rng = np.random.default_rng(seed)
-    labels = rng.permutation(np.arange(n) % num_classes).astype(np.uint8)
-    images = rng.integers(0, 60, size=(n, size, size), dtype=np.uint8)
-    # Square centres spread over the image, one per class (up to 12).
-    spots = [(row, col) for row in (5, 14, 23) for col in (4, 11, 17, 24)][:num_classes]
-    centres = np.array(spots)[labels] + rng.integers(-2, 3, size=(n, 2))
-    yy, xx = np.mgrid[0:size, 0:size]
-    mask = (np.abs(yy[None] - centres[:, 0, None, None]) <= 3) & (np.abs(xx[None] - centres[:, 1, None, None]) <= 3)
-    images[mask] = rng.integers(180, 256, size=int(mask.sum()), dtype=np.uint8)
-    return images, labels
-
-
-def write_fake_mnist(folder: Path, n_train: int = FAKE_TRAIN, n_test: int = FAKE_TEST, seed: int = 0) -> Path:
-    """Write the four MNIST files (gzipped IDX, standard names) of a fake dataset into `folder`."""
-    from mnistlab.data import write_idx
-
-    folder.mkdir(parents=True, exist_ok=True)
-    train_x, train_y = make_fake_mnist(n_train, seed)
-    test_x, test_y = make_fake_mnist(n_test, seed + 1)
-    write_idx(folder / "train-images-idx3-ubyte.gz", train_x)
-    write_idx(folder / "train-labels-idx1-ubyte.gz", train_y)
-    write_idx(folder / "t10k-images-idx3-ubyte.gz", test_x)
-    write_idx(folder / "t10k-labels-idx1-ubyte.gz", test_y)
-    return folder
 
 
 @pytest.fixture

@@ -3,114 +3,19 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import socket
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import mnistlab.data.download as download_module
+from conftest import NAMES, SMALL_IDX_GZ as GZ, SMALL_IDX_RAW as RAW, Server
 from mnistlab.data import DATASETS, DatasetSpec, download_dataset, load_dataset, verify_dataset
-from mnistlab.data.idx import idx_bytes
 from mnistlab.errors import DataError, UsageError
 
-NAMES = {
-    "train_images": "train-images-idx3-ubyte.gz",
-    "train_labels": "train-labels-idx1-ubyte.gz",
-    "test_images": "t10k-images-idx3-ubyte.gz",
-    "test_labels": "t10k-labels-idx1-ubyte.gz",
-}
 
 
-def _raw_files() -> dict[str, bytes]:
-    """Decompressed IDX content of a small dataset, by file key."""
-    rng = np.random.default_rng(1)
-    return {
-        "train_images": idx_bytes(rng.integers(0, 256, (30, 28, 28), dtype=np.uint8)),
-        "train_labels": idx_bytes((np.arange(30) % 10).astype(np.uint8)),
-        "test_images": idx_bytes(rng.integers(0, 256, (10, 28, 28), dtype=np.uint8)),
-        "test_labels": idx_bytes((np.arange(10) % 10).astype(np.uint8)),
-    }
-
-
-RAW = _raw_files()
-GZ = {key: gzip.compress(data, mtime=0) for key, data in RAW.items()}
-
-
-class Server:
-    """A ThreadingHTTPServer on 127.0.0.1:0 serving `routes`: path -> (status, content type, body, mode).
-
-    mode "stall" waits 1 s before answering; mode "cut" sends a Content-Length larger than the body
-    and closes the connection.
-    """
-
-    def __init__(self) -> None:
-        self.routes: dict[str, tuple[int, str, bytes, str]] = {}
-        self.hits: list[str] = []
-        routes, hits = self.routes, self.hits
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                hits.append(self.path)
-                not_found = (404, "text/html", b"<h1>Not Found</h1>", "")
-                status, ctype, body, mode = routes.get(self.path, not_found)
-                if mode == "stall":
-                    time.sleep(1.0)
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", ctype)
-                    self.send_header("Content-Length", str(len(body) * 2 if mode == "cut" else len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (the timeout test): expected
-                if mode == "cut":
-                    self.close_connection = True
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self.thread.start()
-
-    def serve_dataset(self, prefix: str, files: dict[str, bytes] | None = None, mode: str = "") -> str:
-        """Serve the .gz files under /prefix/ and return that base URL."""
-        for key, body in (files or GZ).items():
-            self.routes[f"/{prefix}/{NAMES[key]}"] = (200, "application/x-gzip", body, mode)
-        return f"{self.url}/{prefix}/"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def server() -> Iterator[Server]:
-    s = Server()
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def tiny_spec(monkeypatch: pytest.MonkeyPatch) -> DatasetSpec:
-    """A catalog entry 'tiny' for the files above (the production code path, only the catalog differs)."""
-    spec = DatasetSpec(
-        name="tiny",
-        files={key: (NAMES[key], hashlib.sha256(RAW[key]).hexdigest()) for key in NAMES},
-        mirrors=("http://127.0.0.1:9/never-used/",),
-        classes=tuple(str(i) for i in range(10)),
-        mean=0.5, std=0.29, num_train=30, num_test=10,
-    )
-    monkeypatch.setitem(DATASETS, "tiny", spec)
-    monkeypatch.delenv("MNISTLAB_MIRRORS", raising=False)
-    return spec
 
 
 def dead_url() -> str:

@@ -9,30 +9,19 @@ from __future__ import annotations
 
 import errno
 import gzip
-import hashlib
 import os
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import make_fake_mnist, write_fake_mnist
+from conftest import NAMES, SMALL_IDX_GZ as GZ, SMALL_IDX_RAW as RAW, make_fake_mnist, write_fake_mnist
 from mnistlab.cli import main
-from mnistlab.data import DATASETS, DatasetSpec
 from mnistlab.data.idx import idx_bytes
 
 TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
 TRAIN_LABELS = "train-labels-idx1-ubyte.gz"
-NAMES = {
-    "train_images": TRAIN_IMAGES,
-    "train_labels": TRAIN_LABELS,
-    "test_images": "t10k-images-idx3-ubyte.gz",
-    "test_labels": "t10k-labels-idx1-ubyte.gz",
-}
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -199,70 +188,6 @@ def test_csv_that_is_empty_or_missing(tmp_path, capsys):
 # --------------------------------------------------------------------------- downloads
 
 
-def _raw_files() -> dict[str, bytes]:
-    rng = np.random.default_rng(1)
-    return {
-        "train_images": idx_bytes(rng.integers(0, 256, (30, 28, 28), dtype=np.uint8)),
-        "train_labels": idx_bytes((np.arange(30) % 10).astype(np.uint8)),
-        "test_images": idx_bytes(rng.integers(0, 256, (10, 28, 28), dtype=np.uint8)),
-        "test_labels": idx_bytes((np.arange(10) % 10).astype(np.uint8)),
-    }
-
-
-RAW = _raw_files()
-GZ = {key: gzip.compress(data, mtime=0) for key, data in RAW.items()}
-
-
-class Mirror:
-    """A loopback HTTP server; `routes` maps a path to (status, content type, body)."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, tuple[int, str, bytes]] = {}
-        routes = self.routes
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                status, ctype, body = routes.get(self.path, (404, "text/html", b"<h1>Not Found</h1>"))
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-
-    def serve(self, prefix: str, files: dict[str, bytes], ctype: str = "application/x-gzip") -> str:
-        for key, body in files.items():
-            self.routes[f"/{prefix}/{NAMES[key]}"] = (200, ctype, body)
-        return f"{self.url}/{prefix}/"
-
-
-@pytest.fixture
-def mirror() -> Iterator[Mirror]:
-    m = Mirror()
-    yield m
-    m.httpd.shutdown()
-    m.httpd.server_close()
-
-
-@pytest.fixture
-def tiny(monkeypatch: pytest.MonkeyPatch) -> DatasetSpec:
-    """A catalog entry `tiny` with checksums of RAW; the real download code path, a different catalog."""
-    spec = DatasetSpec(
-        name="tiny",
-        files={key: (NAMES[key], hashlib.sha256(RAW[key]).hexdigest()) for key in NAMES},
-        mirrors=("http://127.0.0.1:9/never-used/",),
-        classes=tuple(str(i) for i in range(10)),
-        mean=0.5, std=0.29, num_train=30, num_test=10,
-    )
-    monkeypatch.setitem(DATASETS, "tiny", spec)
-    monkeypatch.delenv("MNISTLAB_MIRRORS", raising=False)
-    return spec
 
 
 def download(capsys, root: Path, *extra: str) -> tuple[int, str]:
@@ -270,16 +195,16 @@ def download(capsys, root: Path, *extra: str) -> tuple[int, str]:
     return code, err
 
 
-def test_download_works_from_loopback_mirror(tmp_path, mirror, tiny, monkeypatch, capsys):
-    monkeypatch.setenv("MNISTLAB_MIRRORS", mirror.serve("ok", GZ))
+def test_download_works_from_loopback_mirror(tmp_path, server, tiny_spec, monkeypatch, capsys):
+    monkeypatch.setenv("MNISTLAB_MIRRORS", server.serve_dataset("ok", GZ))
     code, err = download(capsys, tmp_path)
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == sorted(NAMES.values())
 
 
-def test_mirror_answering_200_with_html(tmp_path, mirror, tiny, monkeypatch, capsys):
+def test_mirror_answering_200_with_html(tmp_path, server, tiny_spec, monkeypatch, capsys):
     page = b"<!doctype html><html><body>Please log in to the hotel Wi-Fi</body></html>"
-    monkeypatch.setenv("MNISTLAB_MIRRORS", mirror.serve("portal", {k: page for k in NAMES}, "text/html"))
+    monkeypatch.setenv("MNISTLAB_MIRRORS", server.serve_dataset("portal", {k: page for k in NAMES}, ctype="text/html"))
     code, err = download(capsys, tmp_path)
     line = error_line(err)
     assert code == 1
@@ -287,12 +212,12 @@ def test_mirror_answering_200_with_html(tmp_path, mirror, tiny, monkeypatch, cap
     assert list((tmp_path / "tiny").iterdir()) == []  # nothing kept, not even a .part
 
 
-def test_checksum_mismatch(tmp_path, mirror, tiny, monkeypatch, capsys):
+def test_checksum_mismatch(tmp_path, server, tiny_spec, monkeypatch, capsys):
     other = dict(GZ)
     raw = bytearray(RAW["train_images"])
     raw[-1] ^= 0xFF  # a valid IDX file, one pixel different
     other["train_images"] = gzip.compress(bytes(raw))
-    monkeypatch.setenv("MNISTLAB_MIRRORS", mirror.serve("bitrot", other))
+    monkeypatch.setenv("MNISTLAB_MIRRORS", server.serve_dataset("bitrot", other))
     code, err = download(capsys, tmp_path)
     line = error_line(err)
     assert code == 1 and TRAIN_IMAGES in line and "bad checksum" in line
@@ -333,11 +258,11 @@ class _FullDisk:
         return fh
 
 
-def test_disk_full_during_download(tmp_path, mirror, tiny, monkeypatch, capsys):
+def test_disk_full_during_download(tmp_path, server, tiny_spec, monkeypatch, capsys):
     import mnistlab.data.download as download_module
 
     monkeypatch.setattr(download_module, "open", _FullDisk(room=100), raising=False)
-    monkeypatch.setenv("MNISTLAB_MIRRORS", mirror.serve("ok", GZ))
+    monkeypatch.setenv("MNISTLAB_MIRRORS", server.serve_dataset("ok", GZ))
     code, err = download(capsys, tmp_path)
     line = error_line(err)
     assert code == 1 and TRAIN_IMAGES in line and "No space left on device" in line
