@@ -1,24 +1,27 @@
 """1. Input pipeline: the tutorials' PIL + DataLoader way against mnistlab's BatchIterator.
 
-One training epoch of the tutorials' DNN (784-128-128-128, BatchNorm, dropout, Adam 1e-3)
+One training epoch of the tutorials' DNN (784-128-128-128, BatchNorm, dropout 0.2, Adam 1e-3)
 over 48,000 images, fed three ways, interleaved repetition by repetition:
 
-- `pil-0w` / `pil-2w`: a per-item Dataset that builds a PIL image from the uint8 28x28 array
-  and turns it into a normalised float tensor (torchvision's ToTensor + Normalize, rewritten
-  with numpy because torchvision is not importable here), through
-  DataLoader(batch_size, shuffle=True) with 0 and 2 worker processes;
+- `pil-0w` / `pil-2w`: the notebook as written. torchvision's `MNIST.__getitem__` (index the
+  uint8 tensor, `Image.fromarray(..., mode="L")`) with `Compose([ToTensor(), Normalize(mean,
+  std)])`, through DataLoader(batch_size, shuffle=True) with 0 and 2 worker processes, into the
+  notebook's network (an `nn.Module` of `nn.Linear`/`nn.BatchNorm1d`/`nn.Dropout`) and loop
+  (tqdm over the loader, torch's default Adam, `running_loss += loss.item()` every step).
+  torchvision is used when it imports; here it does not (its compiled ops do not match this
+  CPU torch build), so `TorchvisionMNIST` repeats its per-item calls op for op.
 - `mnistlab`: BatchIterator (the uint8 set resident on the device, one gather and one fused
-  normalise per batch) feeding the engine's `train_one_epoch` (fused Adam, no per-step
-  `.item()`), as `mnistlab train` runs it; the PIL pipelines feed the tutorials' loop
-  (default Adam, `running_loss += loss.item()` every step). Same model, same optimizer
-  settings, same number of steps.
+  normalise per batch) feeding the engine's `train_one_epoch` with the zoo's `dnn` at the same
+  widths, as `mnistlab train --model dnn` runs it.
 
-Both "data only" (iterate the batches, no model) and "data + training" figures are reported,
-because at batch 32 the DNN step itself, not the data, sets most of the time.
+Same architecture, optimizer settings and number of steps on both sides. "data only"
+(iterate the batches, no model) and "data + training" are both reported: once the data is
+cheap, the training step sets the pace, so the ratio also measures the engine's step.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -26,42 +29,102 @@ import numpy as np
 from common import Context, Row, load_mnist, median, ratio, sync, timed
 
 TARGETS = {32: 2.2, 256: 5.0}  # mnistlab over the tutorials' 0-worker pipeline, data + training
+HIDDEN = (128, 128, 128)
 
 
-class PilDataset:
-    """The tutorials' per-item path: uint8 array -> PIL image -> float tensor, normalised."""
+def _torchvision_transform(mean: float, std: float) -> Any:
+    """torchvision's Compose([ToTensor(), Normalize]) where it imports, else None."""
+    try:
+        from torchvision import transforms  # type: ignore[import-not-found]
+    except Exception:  # noqa: BLE001 - a broken install raises more than ImportError
+        return None
+    return transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))])
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, mean: float, std: float) -> None:
-        self.images, self.labels, self.mean, self.std = images, labels, mean, std
+
+class TorchvisionMNIST:
+    """The tutorials' dataset: torchvision's MNIST item path with ToTensor + Normalize.
+
+    Without torchvision, `_to_tensor` and `_normalize` make the calls torchvision's
+    `to_tensor` (PIL branch) and `normalize` make for a mode "L" image, in the same order.
+    """
+
+    def __init__(self, images: Any, labels: Any, mean: float, std: float) -> None:
+        self.data, self.targets = images, labels  # torch uint8 [N, 28, 28], int64 [N]
+        self.mean, self.std = (mean,), (std,)
+        self.transform = _torchvision_transform(mean, std)
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.data)
 
-    def __getitem__(self, i: int) -> tuple[Any, int]:
-        import torch
+    def __getitem__(self, index: int) -> tuple[Any, int]:
         from PIL import Image
 
-        img = Image.fromarray(self.images[i])  # uint8 [28, 28] -> mode "L"
-        x = np.asarray(img, dtype=np.float32) / 255.0  # ToTensor
-        x = (x - self.mean) / self.std  # Normalize
-        return torch.from_numpy(x).unsqueeze(0), int(self.labels[i])
+        img, target = self.data[index], int(self.targets[index])
+        img = Image.fromarray(img.numpy(), mode="L")
+        if self.transform is not None:
+            return self.transform(img), target
+        return self._normalize(self._to_tensor(img)), target
+
+    @staticmethod
+    def _to_tensor(pic: Any) -> Any:
+        import torch
+
+        img = torch.from_numpy(np.array(pic, np.uint8, copy=True))
+        img = img.view(pic.size[1], pic.size[0], len(pic.getbands()))
+        img = img.permute((2, 0, 1)).contiguous()  # HWC -> CHW
+        return img.to(dtype=torch.get_default_dtype()).div(255)
+
+    def _normalize(self, tensor: Any) -> Any:
+        import torch
+
+        tensor = tensor.clone()
+        mean = torch.as_tensor(self.mean, dtype=tensor.dtype, device=tensor.device)
+        std = torch.as_tensor(self.std, dtype=tensor.dtype, device=tensor.device)
+        if (std == 0).any():
+            raise ValueError("std evaluated to zero")
+        return tensor.sub_(mean[:, None, None]).div_(std[:, None, None])
 
 
-def _model(device: str) -> Any:
+def _tutorial_model(device: str) -> Any:
+    """The notebook's DNN, written as it is there (torch's own layers)."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    class DNN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.bn1 = nn.Linear(784, HIDDEN[0]), nn.BatchNorm1d(HIDDEN[0])
+            self.fc2, self.bn2 = nn.Linear(HIDDEN[0], HIDDEN[1]), nn.BatchNorm1d(HIDDEN[1])
+            self.fc3, self.bn3 = nn.Linear(HIDDEN[1], HIDDEN[2]), nn.BatchNorm1d(HIDDEN[2])
+            self.fc4 = nn.Linear(HIDDEN[2], 10)
+            self.dropout = nn.Dropout(0.2)
+
+        def forward(self, x: Any) -> Any:
+            x = x.view(-1, 784)
+            x = self.dropout(F.relu(self.bn1(self.fc1(x))))
+            x = self.dropout(F.relu(self.bn2(self.fc2(x))))
+            x = self.dropout(F.relu(self.bn3(self.fc3(x))))
+            return self.fc4(x)
+
+    torch.manual_seed(0)
+    return DNN().to(device)
+
+
+def _mnistlab_model(device: str) -> Any:
     import torch
 
     import mnistlab
 
     torch.manual_seed(0)
-    return mnistlab.create_model("dnn", hidden_dims=(784, 128, 128, 128)).to(device)
+    return mnistlab.create_model("dnn", hidden_dims=(784, *HIDDEN), dropout_ratio=0.2).to(device)
 
 
 def _epoch(batches: Any, device: str, train: bool, engine: bool) -> int:
     """One pass; returns the images seen. With train, one Adam step per batch.
 
-    engine=False is the tutorials' loop (default Adam, the running loss read back with
-    .item() every step); engine=True is mnistlab's `train_one_epoch` (fused Adam, losses
-    kept on the device), i.e. what `mnistlab train` runs.
+    engine=False is the notebook's loop; engine=True is mnistlab's `train_one_epoch` with the
+    optimizer `mnistlab train` builds (fused Adam), i.e. what `mnistlab train` runs.
     """
     import torch
     from torch.nn import functional as F
@@ -72,27 +135,32 @@ def _epoch(batches: Any, device: str, train: bool, engine: bool) -> int:
             x = x.to(device, non_blocking=True)
             seen += len(y)
         return seen
-    model = _model(device)
-    model.train()
     if engine:
         from contextlib import nullcontext
 
-        from mnistlab.training.engine import train_one_epoch
+        from mnistlab.config import TrainConfig
+        from mnistlab.training.engine import build_optimizer, train_one_epoch
 
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=device in ("cpu", "cuda"))
+        model = _mnistlab_model(device)
+        opt = build_optimizer(TrainConfig(optimizer="adam", lr=1e-3, betas=(0.9, 0.999), weight_decay=0.0), model, torch.device(device))
         result = train_one_epoch(model, batches, opt, None, max_steps=len(batches), label_smoothing=0.0,
                                  clip_grad=None, autocast=nullcontext(), device=torch.device(device), bar=None, epoch=1)
         return min(result.steps * batches.batch_size, len(batches.images))
+    from tqdm import tqdm
+
+    model = _tutorial_model(device)
+    model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     running = 0.0
-    for x, y in batches:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        running += loss.item()
-        seen += len(y)
+    with open(os.devnull, "w") as sink:  # the notebook's progress bar, drawn nowhere
+        for x, y in tqdm(batches, file=sink):
+            x, y = x.to(device), y.to(device)
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            running += loss.item()
+            seen += len(y)
     return seen
 
 
@@ -107,15 +175,14 @@ def run(ctx: Context) -> list[Row]:
     n = min(n, len(data.train_labels))
     images_u8 = data.train_images[:n]
     labels = data.train_labels[:n]
-    np_images = images_u8[:, 0].numpy()
-    np_labels = labels.numpy()
+    tutorial_images = images_u8[:, 0].contiguous()  # torchvision's MNIST.data is [N, 28, 28]
     mean, std = float(data.mean[0]), float(data.std[0])
     rows: list[Row] = []
     for device in ctx.devices:
         for bs in (32, 256):
             def pil(workers: int) -> Any:
                 return DataLoader(
-                    PilDataset(np_images, np_labels, mean, std), batch_size=bs, shuffle=True,
+                    TorchvisionMNIST(tutorial_images, labels, mean, std), batch_size=bs, shuffle=True,
                     num_workers=workers, persistent_workers=False, pin_memory=device.startswith("cuda"),
                 )
 

@@ -1,5 +1,7 @@
 """The training engine on made data: learning, early stopping, resume, checkpoints, divergence, run folders."""
 
+import dataclasses
+import functools
 import json
 import math
 
@@ -62,6 +64,26 @@ def test_checkpoint_reloads_with_identical_outputs(fake_mnist_root, tmp_path):
     other.load_state_dict(ckpt["state_dict"])
     other.eval()
     assert torch.equal(fresh(x), other(x))
+
+
+def test_checkpoint_survives_a_changed_builder_default(fake_mnist_root, tmp_path, monkeypatch):
+    # The checkpoint lists every option, defaults included, so a later mnistlab that changes
+    # a default (as `fast` once changed c1) still rebuilds the trained architecture.
+    run = mnistlab.train(cfg(fake_mnist_root, tmp_path, model="fast", epochs=0.2, batch_size=64))
+    ckpt = load_checkpoint(run.checkpoint_path("best"))
+    assert ckpt["model"]["options"] == {"c1": 16, "c2": 32, "hidden": 256}
+    from mnistlab.models import registry
+
+    info = registry.get_model_info("fast")
+
+    @functools.wraps(info.builder)  # same options (the signature follows __wrapped__)
+    def wider_by_default(**kw):
+        return info.builder(**{"c1": 48, **kw})
+
+    monkeypatch.setitem(registry._REGISTRY, "fast", dataclasses.replace(info, builder=wider_by_default))
+    assert mnistlab.create_model("fast")[0].out_channels == 48
+    rebuilt = build_model_from_checkpoint(ckpt)
+    assert rebuilt[0].out_channels == 16
 
 
 def test_evaluate_matches_summary(fake_mnist_root, tmp_path):

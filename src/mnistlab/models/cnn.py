@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from mnistlab.errors import UsageError
+from mnistlab.models.layers import Dropout
 from mnistlab.models.registry import register_model
 
 
@@ -105,7 +106,7 @@ def cnn_bn(
     f_in = c_in * s * s
     for i, f_out in enumerate(hidden):
         if i < 2 and dropout > 0:  # the reference head drops out before its first two Linear layers
-            layers.append(nn.Dropout(dropout))
+            layers.append(Dropout(dropout))
         layers += [nn.Linear(f_in, f_out), nn.ReLU()]
         f_in = f_out
     layers.append(nn.Linear(f_in, num_classes))

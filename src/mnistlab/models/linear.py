@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from mnistlab.errors import UsageError
+from mnistlab.models.layers import Dropout
 from mnistlab.models.registry import register_model
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -109,6 +110,6 @@ def dnn(
             layers.append(nn.BatchNorm1d(d_out))
         layers.append(make_activation(activation))
         if dropout and dropout_ratio > 0:
-            layers.append(nn.Dropout(dropout_ratio))
+            layers.append(Dropout(dropout_ratio))
     layers.append(nn.Linear(dims[-1], num_classes))
     return nn.Sequential(*layers)

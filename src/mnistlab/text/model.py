@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from mnistlab.errors import UsageError
+from mnistlab.models.layers import Dropout
 from mnistlab.text.vocab import PAD_INDEX
 
 CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -51,7 +52,7 @@ class TextClassifier(nn.Module):
             embed_dim, hidden, num_layers=layers, batch_first=True, bidirectional=bidirectional,
             dropout=dropout if layers > 1 else 0.0,  # PyTorch applies it only between stacked layers
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.classifier = nn.Linear(hidden * self.directions, num_classes)
 
     def encode(self, x: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

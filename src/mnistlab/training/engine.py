@@ -309,7 +309,7 @@ class _Trainer:
 
     def run(self) -> Run:
         from mnistlab.data import BatchIterator, load_dataset, split_indices
-        from mnistlab.models import count_parameters, create_model, init_weights
+        from mnistlab.models import count_parameters, create_model, get_model_info, init_weights
 
         cfg, rep, ctx = self.cfg, self.reporter, self.dist
         started = time.perf_counter()
@@ -433,13 +433,17 @@ class _Trainer:
             "mnistlab_version": mnistlab.__version__,
         }
 
+        # Every option, the builder's defaults included: a checkpoint rebuilds the net it was
+        # trained with even if a later mnistlab changes a default.
+        architecture = {**get_model_info(cfg.model).options, **cfg.to_dict()["model_options"]}
+
         def checkpoint(epoch: int, best: bool) -> None:
             # A collective (every rank calls checkpoint()): each rank's RNG state, so resume restores them all.
             rngs = distributed.all_gather_object(rng_state(), ctx) if ctx.enabled else None
             if not ctx.is_main:
                 return
             payload = {
-                "model": {"name": cfg.model, "options": cfg.to_dict()["model_options"]},
+                "model": {"name": cfg.model, "options": architecture},
                 "data": data_meta,
                 "state_dict": model.state_dict(),
                 "optimizer": optimizer.state_dict(),

@@ -1,0 +1,94 @@
+"""mnistlab.models.layers.Dropout: the same layer as nn.Dropout, with a cheaper CPU mask."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from mnistlab.models import create_model
+from mnistlab.models.layers import Dropout, cpu_dropout_mask
+
+
+@pytest.mark.parametrize("p", [0.1, 0.2, 0.5, 0.9])
+def test_mask_drops_a_fraction_p_and_scales_the_rest(p: float) -> None:
+    torch.manual_seed(0)
+    n = 400_000
+    mask = cpu_dropout_mask(torch.Size([n]), p, torch.float32, torch.device("cpu"))
+    dropped = (mask == 0).float().mean().item()
+    # Binomial(n, p): 5 standard deviations, plus p's rounding to 1/65536.
+    assert abs(dropped - p) < 5 * math.sqrt(p * (1 - p) / n) + 1 / 65536
+    assert torch.allclose(mask[mask != 0], torch.full_like(mask[mask != 0], 1 / (1 - p)))
+
+
+def test_every_lane_of_a_random_word_is_used_evenly() -> None:
+    # Each 64-bit draw serves 4 consecutive elements; a biased lane would show as a position
+    # (index mod 4) dropped more or less often than p.
+    torch.manual_seed(1)
+    mask = cpu_dropout_mask(torch.Size([4 * 100_000]), 0.5, torch.float32, torch.device("cpu"))
+    per_lane = (mask.view(-1, 4) == 0).float().mean(0)
+    assert torch.all((per_lane - 0.5).abs() < 5 * math.sqrt(0.25 / 100_000)), per_lane
+
+
+def test_output_is_unbiased_and_drops_whole_elements() -> None:
+    torch.manual_seed(2)
+    x = torch.rand(512, 300) + 1.0
+    y = Dropout(0.3).train()(x)
+    kept = y != 0
+    assert torch.allclose(y[kept], x[kept] / 0.7)
+    assert abs(y.mean().item() / x.mean().item() - 1) < 0.01
+
+
+def test_gradient_is_the_mask() -> None:
+    torch.manual_seed(3)
+    x = torch.randn(64, 37, requires_grad=True)  # 2368 elements: not a multiple of 4 lanes per row
+    layer = Dropout(0.25).train()
+    y = layer(x)
+    g = torch.randn_like(y)
+    y.backward(g)
+    mask = (y.detach() / x.detach())
+    assert torch.allclose(x.grad, g * mask, atol=1e-6)
+    assert torch.all(torch.isclose(mask, torch.tensor(0.0)) | torch.isclose(mask, torch.tensor(1 / 0.75)))
+
+
+def test_seeded_and_resumable_like_torch_dropout() -> None:
+    x = torch.ones(32, 129)
+    torch.manual_seed(7)
+    a = Dropout(0.2).train()(x)
+    state = torch.get_rng_state()
+    b = Dropout(0.2).train()(x)
+    torch.set_rng_state(state)
+    c = Dropout(0.2).train()(x)
+    torch.manual_seed(7)
+    assert torch.equal(Dropout(0.2).train()(x), a)
+    assert torch.equal(b, c)
+    assert not torch.equal(a, b)
+
+
+def test_eval_mode_and_edge_probabilities_are_torch_dropout() -> None:
+    x = torch.randn(16, 8)
+    assert torch.equal(Dropout(0.5).eval()(x), x)
+    assert torch.equal(Dropout(0.0).train()(x), x)
+    assert torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))
+
+
+def test_keeps_bf16_inputs_in_bf16() -> None:
+    x = torch.randn(8, 64, dtype=torch.bfloat16)
+    y = Dropout(0.2).train()(x)
+    assert y.dtype == torch.bfloat16 and y.shape == x.shape
+
+
+def test_same_module_interface_as_nn_dropout() -> None:
+    layer = Dropout(0.3)
+    assert isinstance(layer, nn.Dropout)
+    assert repr(layer) == repr(nn.Dropout(0.3))
+    assert layer.state_dict() == {}
+
+
+def test_zoo_models_use_it() -> None:
+    for name, options in [("dnn", {}), ("cnn-bn", {}), ("best", {})]:
+        model = create_model(name, **options)
+        drops = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+        assert drops and all(isinstance(m, Dropout) for m in drops), name
