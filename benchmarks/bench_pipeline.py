@@ -30,6 +30,7 @@ from common import Context, Row, load_mnist, median, ratio, sync, timed
 
 TARGETS = {32: 2.2, 256: 5.0}  # mnistlab over the tutorials' 0-worker pipeline, data + training
 HIDDEN = (128, 128, 128)
+TORCH_DROPOUT = "mnistlab, torch dropout"  # the engine with torch's nn.Dropout: what mnistlab's Dropout buys
 
 
 def _torchvision_transform(mean: float, std: float) -> Any:
@@ -111,16 +112,24 @@ def _tutorial_model(device: str) -> Any:
     return DNN().to(device)
 
 
-def _mnistlab_model(device: str) -> Any:
+def _mnistlab_model(device: str, torch_dropout: bool = False) -> Any:
+    """The zoo's `dnn` at the tutorial's widths; torch_dropout puts torch's nn.Dropout back in
+    place of mnistlab's (the `mnistlab, torch dropout` row: what the cheaper CPU mask buys)."""
     import torch
+    from torch import nn
 
     import mnistlab
 
     torch.manual_seed(0)
-    return mnistlab.create_model("dnn", hidden_dims=(784, *HIDDEN), dropout_ratio=0.2).to(device)
+    model = mnistlab.create_model("dnn", hidden_dims=(784, *HIDDEN), dropout_ratio=0.2)
+    if torch_dropout:
+        for i, layer in enumerate(model):
+            if isinstance(layer, nn.Dropout):
+                model[i] = nn.Dropout(layer.p)
+    return model.to(device)
 
 
-def _epoch(batches: Any, device: str, train: bool, engine: bool) -> int:
+def _epoch(batches: Any, device: str, train: bool, engine: bool, torch_dropout: bool = False) -> int:
     """One pass; returns the images seen. With train, one Adam step per batch.
 
     engine=False is the notebook's loop; engine=True is mnistlab's `train_one_epoch` with the
@@ -141,7 +150,7 @@ def _epoch(batches: Any, device: str, train: bool, engine: bool) -> int:
         from mnistlab.config import TrainConfig
         from mnistlab.training.engine import build_optimizer, train_one_epoch
 
-        model = _mnistlab_model(device)
+        model = _mnistlab_model(device, torch_dropout)
         opt = build_optimizer(TrainConfig(optimizer="adam", lr=1e-3, betas=(0.9, 0.999), weight_decay=0.0), model, torch.device(device))
         result = train_one_epoch(model, batches, opt, None, max_steps=len(batches), label_smoothing=0.0,
                                  clip_grad=None, autocast=nullcontext(), device=torch.device(device), bar=None, epoch=1)
@@ -190,17 +199,21 @@ def run(ctx: Context) -> list[Row]:
                 return BatchIterator(images_u8, labels, batch_size=bs, mean=data.mean, std=data.std,
                                      shuffle=True, seed=0, device=device)
 
-            pipelines = {"pil-0w": lambda: pil(0), "pil-2w": lambda: pil(2), "mnistlab": ours}
+            pipelines = {"pil-0w": lambda: pil(0), "pil-2w": lambda: pil(2), "mnistlab": ours,
+                         TORCH_DROPOUT: ours}
             rates: dict[tuple[str, bool], list[float]] = {(p, t): [] for p in pipelines for t in (False, True)}
             for rep in range(ctx.reps):
                 for train in (False, True):
                     for name, make in pipelines.items():
+                        if name == TORCH_DROPOUT and not train:
+                            continue  # same data path as `mnistlab`
                         torch.manual_seed(rep)
                         seen = 0
 
                         def go() -> None:
                             nonlocal seen
-                            seen = _epoch(make(), device, train, engine=name == "mnistlab")
+                            seen = _epoch(make(), device, train, engine=name.startswith("mnistlab"),
+                                          torch_dropout=name == TORCH_DROPOUT)
 
                         seconds = timed(go, device)
                         rates[(name, train)].append(seen / seconds)
@@ -209,14 +222,17 @@ def run(ctx: Context) -> list[Row]:
                 what = "data + training" if train else "data only"
                 base = median(rates[("pil-0w", train)])
                 for name in pipelines:
+                    if not rates[(name, train)]:
+                        continue
                     med = median(rates[(name, train)])
                     target = met = ""
                     if name == "mnistlab" and train:
                         target = f">= {TARGETS[bs]}x pil-0w"
                         met = ctx.verdict(med / base >= TARGETS[bs])
-                    rows.append(Row(
-                        "1 pipeline", f"DNN b{bs} {what}, {name}", device, med, "img/s", ctx.reps,
-                        "" if name == "pil-0w" else f"{ratio(med, base)} pil-0w", target, met,
-                    ))
+                    note = "" if name == "pil-0w" else f"{ratio(med, base)} pil-0w"
+                    if name == TORCH_DROPOUT:
+                        note += f"; mnistlab is {ratio(median(rates[('mnistlab', train)]), med)} this"
+                    rows.append(Row("1 pipeline", f"DNN b{bs} {what}, {name}", device, med, "img/s", ctx.reps,
+                                    note, target, met))
         sync(device)
     return rows
