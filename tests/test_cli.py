@@ -1,11 +1,7 @@
 """The command line: fast help without torch, exit codes, one-line errors."""
 
-import json
-import os
 import subprocess
 import sys
-
-import pytest
 
 from mnistlab.cli import main
 
