@@ -57,8 +57,10 @@ def test_quick_full_suite_table_shape(tmp_path: Path) -> None:
     _check_rows(rows)
     benches = [r["benchmark"] for r in rows]
     assert sorted(set(benches)) == ["1 pipeline", "2 time to 99%", "3 throughput", "4 latency", "5 limit"]
-    # pipeline: 3 pipelines x (data only, data + training) x 2 batch sizes
-    assert benches.count("1 pipeline") == 12
+    # pipeline, per batch size (2): 3 pipelines x (data only, data + training), plus the
+    # engine with torch's nn.Dropout (data + training only)
+    assert benches.count("1 pipeline") == 14
+    assert sum("torch dropout" in r["measurement"] for r in rows) == 2
     # throughput: 3 models x 2 batches x (training, inference) + 3 dataset sizes
     assert benches.count("3 throughput") == 15
     assert any("--help" in r["measurement"] and "torch not imported" in r["measurement"] for r in rows)
