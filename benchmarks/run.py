@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny made-up data and 1 repetition (a smoke test)")
     p.add_argument("--only", action="append", default=[], metavar="NAME",
                    help=f"run only these benchmarks ({', '.join(BENCHMARKS + OPTIONAL)}); repeatable or comma-separated")
-    p.add_argument("--device", default="all", help="all (cpu, plus cuda where present), cpu or cuda")
+    p.add_argument("--device", default="all", choices=["all", "cpu", "cuda"],
+                   help="all (cpu, plus cuda where present), cpu or cuda")
     p.add_argument("--reps", type=int, default=None, help="repetitions per measurement (default 3, quick 1)")
     p.add_argument("--data-dir", default=None, help="data root holding mnist/ (default $MNISTLAB_DATA)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
@@ -90,6 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS + OPTIONAL)}")
     reps = args.reps or (1 if args.quick else 3)
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            p.error("--device cuda: no CUDA device is available here (use --device all or cpu)")
 
     with tempfile.TemporaryDirectory(prefix="mnistlab-bench-") as tmp:
         work = Path(tmp)

@@ -64,3 +64,13 @@ def test_quick_full_suite_table_shape(tmp_path: Path) -> None:
     # throughput: 3 models x 2 batches x (training, inference) + 3 dataset sizes
     assert benches.count("3 throughput") == 15
     assert any("--help" in r["measurement"] and "torch not imported" in r["measurement"] for r in rows)
+
+
+def test_cuda_without_a_gpu_is_a_usage_error() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--device", "cuda"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and "no CUDA device" in proc.stderr and "Traceback" not in proc.stderr
