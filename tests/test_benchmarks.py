@@ -74,3 +74,19 @@ def test_cuda_without_a_gpu_is_a_usage_error() -> None:
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--device", "cuda"],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2 and "no CUDA device" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_tutorial_dataset_replica_gives_torchvision_tensors(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The pipeline's baseline must feed the notebook the same tensors ToTensor + Normalize do:
+    # float32 [1, 28, 28] holding (x / 255 - mean) / std, and the label as an int.
+    import torch
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from bench_pipeline import TorchvisionMNIST
+
+    images = torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8)
+    labels = torch.tensor([4, 0, 9])
+    item, label = TorchvisionMNIST(images, labels, 0.1307, 0.3081)[2]
+    assert item.dtype == torch.float32 and item.shape == (1, 28, 28) and label == 9 and isinstance(label, int)
+    expected = (images[2].float() / 255 - 0.1307) / 0.3081
+    assert torch.allclose(item[0], expected, atol=1e-6)

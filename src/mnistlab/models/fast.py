@@ -34,7 +34,7 @@ class ToChannelsLastOrder(nn.Module):
         "scheduler": "onecycle",
         "pct_start": 0.3,
         # 0.9 epoch (190 steps of 256) with c1 = 16: 0.93x the time of c1 32 for 0.8 epoch, as
-        # accurate (every seed >= 99.0%). Batch 128 was as accurate but about 1.3x slower on 2
+        # accurate (every seed >= 99.0%). Batch 128 was as accurate but about 1.45x slower on 2
         # threads, where the per-step cost dominates (docs/benchmarks.md, "what each change bought").
         "batch_size": 256,
         "epochs": 0.9,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -17,9 +19,7 @@ def cpu_dropout_mask(shape: torch.Size, p: float, dtype: torch.dtype, device: to
     one lane per element: the draw is as seeded and as resumable as `bernoulli_`, and one
     64-bit draw serves four elements.
     """
-    n = 1
-    for d in shape:
-        n *= d
+    n = math.prod(shape)
     words = torch.empty((n + _LANES_PER_WORD - 1) // _LANES_PER_WORD, dtype=torch.int64, device=device)
     # from=-2**63, to=None is torch's full 64-bit range: every bit uniform. (A bare random_()
     # draws from [0, 2**63), which would leave the top lane never negative.)
@@ -36,8 +36,8 @@ class Dropout(nn.Dropout):
     """`nn.Dropout` with a cheaper random mask on CPU; same module name, options and state.
 
     torch's CPU dropout draws its mask with `bernoulli_`, one serial generator call per
-    element: about 7 ns each here, a quarter of the DNN tutorial network's whole training step
-    at batch 256. `cpu_dropout_mask` makes the same Bernoulli(1 - p) keep mask (up to p rounded
+    element: in the profiler, 29% of the DNN tutorial network's whole training step at batch
+    256 (`python benchmarks/probe_step.py dnn`). `cpu_dropout_mask` makes the same Bernoulli(1 - p) keep mask (up to p rounded
     to 1/65536) from a quarter of the generator calls. Other devices, p = 0 or 1, in-place use
     and eval mode keep torch's own path.
     """
