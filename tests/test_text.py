@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+import mnistlab
 from mnistlab.errors import DataError
 from mnistlab.text import Vocab, cosine_similarity, predict_text, tokenize, train_text
 from mnistlab.text.csvdata import read_text_csv, split_text_indices
@@ -146,6 +147,42 @@ def test_short_training_learns_and_writes_run_folder(text_run):
     assert text_run.config["task"] == "text" and text_run.config["model"] == "gru"
     ckpt = torch.load(text_run.path / "checkpoints" / "best.pt", weights_only=True)
     assert ckpt["data"]["classes"] == ["negative", "positive"]
+
+
+def test_text_run_gets_curves_confusion_matrix_and_its_mistakes_in_the_report(text_run):
+    for name in ["plots/curves.png", "plots/confusion_matrix.png", "report.md", "report.html"]:
+        assert (text_run.path / name).is_file(), name
+    assert not (text_run.path / "plots" / "misclassified.png").exists()  # image grids are for image runs
+    md = (text_run.path / "report.md").read_text(encoding="utf-8")
+    s = text_run.summary
+    assert f"{s['accuracy']:.4f}" in md and "| texts |" in md
+    wrong = round((1 - s["accuracy"]) * s["samples"])
+    section = md.split("## The most confident mistakes on the test split")[1].split("\n## ")[0]
+    assert f"of {wrong} mistakes" in section
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| text |")]
+    assert len(rows) == min(wrong, 24)
+    texts = set(read_text_csv("builtin:sentiment").texts)
+    for row in rows:
+        text, true, pred, conf = [c.strip() for c in row.strip("|").split(" | ")]
+        assert text in texts and true != pred and {true, pred} <= {"negative", "positive"} and 0.5 <= float(conf) <= 1
+    confs = [float(r.strip("|").split(" | ")[-1]) for r in rows]
+    assert confs == sorted(confs, reverse=True)
+
+
+def test_evaluate_rewrites_a_text_runs_report(text_run):
+    (text_run.path / "report.md").unlink()
+    (text_run.path / "plots" / "confusion_matrix.png").unlink()
+    metrics = mnistlab.evaluate(text_run, plots=True)
+    assert (text_run.path / "plots" / "confusion_matrix.png").is_file()
+    assert f"{metrics['accuracy']:.4f}" in (text_run.path / "report.md").read_text(encoding="utf-8")
+
+
+def test_text_run_without_a_test_split_says_so_in_its_report(tmp_path):
+    run = train_text("builtin:sentiment", out=str(tmp_path), epochs=1, test_fraction=0.0, embed_dim=8, hidden=8,
+                     progress="quiet")
+    md = (run.path / "report.md").read_text(encoding="utf-8")
+    assert "no test split" in md and (run.path / "plots" / "curves.png").is_file()
+    assert not (run.path / "plots" / "confusion_matrix.png").exists()
 
 
 def test_text_help_does_not_import_torch():

@@ -102,7 +102,7 @@ def evaluate(
         # Text runs (mnistlab text train) re-split their CSV; same metrics dict shape.
         from mnistlab.text.engine import evaluate_text
 
-        return evaluate_text(run, split, checkpoint=checkpoint, device=device)
+        return evaluate_text(run, split, checkpoint=checkpoint, device=device, plots=plots)
     from mnistlab.data import load_dataset
     from mnistlab.training.checkpoint import build_model_from_checkpoint, load_checkpoint
     from mnistlab.training.engine import select_device

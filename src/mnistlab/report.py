@@ -9,6 +9,9 @@ is listed in the report and the others, and the report itself, are still written
     plots/misclassified.png     the most confident test mistakes
     plots/samples.png           training inputs as the model saw them (augmented if the run was)
     report.md, report.html      config, parameters, metrics (overall, per class), timings, the pictures
+
+Text runs (`mnistlab text train`) get the curves and the confusion matrix; in place of the
+two image grids their report lists the most confident test mistakes as text.
 """
 
 from __future__ import annotations
@@ -61,14 +64,19 @@ class _Lazy:
         return self._data
 
 
-def write_run_report(run: Run | str | Path, test_logits: Any = None) -> ReportResult:
+def write_run_report(
+    run: Run | str | Path, test_logits: Any = None, *, test_texts: list[str] | None = None,
+    test_labels: Any = None,
+) -> ReportResult:
     """Draw the run's plots and write report.md and report.html into its folder.
 
     Args:
         run: the run folder.
         test_logits: float logits [N, K] for the test split, in order (torch tensor or array).
             Without them the confusion matrix comes from summary.json and there is no
-            misclassified grid.
+            misclassified grid (or, for a text run, no list of mistakes).
+        test_texts, test_labels: a text run's test split (its texts and class indices), in
+            the order of test_logits. Image runs read their test split from the dataset.
 
     Returns:
         A ReportResult; `failed` maps each plot that could not be drawn to its error.
@@ -77,6 +85,7 @@ def write_run_report(run: Run | str | Path, test_logits: Any = None) -> ReportRe
     config = run.config
     summary = run.summary
     history = run.history
+    is_text = config.get("task") == "text"
     data = _Lazy(config)
     result = ReportResult()
     plots_dir = run.path / "plots"
@@ -95,21 +104,30 @@ def write_run_report(run: Run | str | Path, test_logits: Any = None) -> ReportRe
 
             from mnistlab.metrics import softmax
 
-            d = data()
-            labels = d.test_labels.cpu().numpy().astype(np.int64)
-            metrics = classification_metrics(logits, labels, list(d.classes))
+            if is_text:
+                if test_labels is None:
+                    raise ValueError("a text run's report needs test_labels with its test_logits")
+                labels = np.asarray(test_labels, dtype=np.int64)
+                classes = [r["class"] for r in metrics.get("per_class") or []]
+            else:
+                d = data()
+                labels = d.test_labels.cpu().numpy().astype(np.int64)
+                classes = list(d.classes)
+            metrics = classification_metrics(logits, labels, classes)
             # The mean cross-entropy, as evaluation.score adds it (classification_metrics has no loss).
             picked = softmax(logits)[np.arange(len(labels)), labels]
             metrics["loss"] = float(-np.log(np.clip(picked, 1e-45, None)).mean()) if len(labels) else None
         except Exception as exc:  # noqa: BLE001 - fall back to the recorded metrics
             result.failed["metrics"] = f"{type(exc).__name__}: {exc}"
 
-    jobs: dict[str, Callable[[Path], Path]] = {
-        "curves": lambda p: _curves(p, history, summary, run.name),
-        "confusion_matrix": lambda p: _confusion(p, metrics, data),
-        "misclassified": lambda p: _misclassified(p, logits, data),
-        "samples": lambda p: _samples(p, config, data),
-    }
+    # A text run trained with --test-fraction 0 has no test split to draw or list.
+    no_test = is_text and summary.get("test_texts") == 0
+    jobs: dict[str, Callable[[Path], Path]] = {"curves": lambda p: _curves(p, history, summary, run.name)}
+    if not no_test:
+        jobs["confusion_matrix"] = lambda p: _confusion(p, metrics, data, "texts" if is_text else "images")
+    if not is_text:
+        jobs["misclassified"] = lambda p: _misclassified(p, logits, data)
+        jobs["samples"] = lambda p: _samples(p, config, data)
     for name, job in jobs.items():
         try:
             result.plots[name] = job(plots_dir / f"{name}.png")
@@ -117,7 +135,15 @@ def write_run_report(run: Run | str | Path, test_logits: Any = None) -> ReportRe
             result.failed[name] = f"{type(exc).__name__}: {exc}".strip()
             print(f"warning: {run.path}/plots/{name}.png not written: {result.failed[name]}", file=sys.stderr)
 
-    blocks = _report_blocks(run, config, summary, history, metrics, result)
+    mistakes = None
+    if no_test:
+        result.failed["mistakes"] = "this run has no test split (test fraction 0)"
+    elif is_text:
+        try:
+            mistakes = _text_mistakes(logits, test_labels, test_texts, metrics)
+        except Exception as exc:  # noqa: BLE001 - the report is still written without the list
+            result.failed["mistakes"] = f"{type(exc).__name__}: {exc}"
+    blocks = _report_blocks(run, config, summary, history, metrics, result, list(jobs), mistakes)
     result.markdown = run.path / "report.md"
     _atomic_text(result.markdown, _to_markdown(blocks))
     result.html = run.path / "report.html"
@@ -135,14 +161,14 @@ def _curves(path: Path, history: list[dict[str, Any]], summary: dict[str, Any], 
     return plot_curves(history, path, best_epoch=summary.get("best_epoch"), title=name)
 
 
-def _confusion(path: Path, metrics: dict[str, Any], data: _Lazy) -> Path:
+def _confusion(path: Path, metrics: dict[str, Any], data: _Lazy, what: str = "images") -> Path:
     from mnistlab.plots import plot_confusion_matrix
 
     cm = metrics.get("confusion_matrix")
     if not cm:
         raise ValueError("no test metrics (the run has not finished)")
     classes = [r["class"] for r in metrics.get("per_class") or []] or list(data().classes)
-    return plot_confusion_matrix(cm, classes, path, title=f"test split, {int(np.sum(cm)):,} images")
+    return plot_confusion_matrix(cm, classes, path, title=f"test split, {int(np.sum(cm)):,} {what}")
 
 
 def _misclassified(path: Path, logits: np.ndarray | None, data: _Lazy) -> Path:
@@ -170,6 +196,31 @@ def _misclassified(path: Path, logits: np.ndarray | None, data: _Lazy) -> Path:
         images, titles, path, ncols=8,
         title=f"{len(worst)} most confident of {len(wrong):,} mistakes ({len(wrong) / len(labels):.2%} of the test split)",
     )
+
+
+def _text_mistakes(
+    logits: np.ndarray | None, labels: Any, texts: list[str] | None, metrics: dict[str, Any]
+) -> tuple[str, list[list[str]]]:
+    """A text run's most confident test mistakes: (a caption, table rows of text, true, predicted, confidence)."""
+    from mnistlab.metrics import softmax
+
+    if logits is None or labels is None or texts is None:
+        raise ValueError("no test logits and texts given (evaluate the run to list them)")
+    labels = np.asarray(labels, dtype=np.int64)
+    if not len(labels) == len(texts) == len(logits):
+        raise ValueError(f"{len(logits)} logits for {len(labels)} labels and {len(texts)} texts")
+    classes = [str(r["class"]) for r in metrics.get("per_class") or []]
+    probs = softmax(logits)
+    preds = probs.argmax(1)
+    wrong = np.flatnonzero(preds != labels)
+    conf = probs[wrong, preds[wrong]]
+    worst = wrong[np.argsort(-conf, kind="stable")][:MAX_MISTAKES]
+    name = (lambda k: classes[k]) if classes else str
+    rows = [[texts[i] if len(texts[i]) <= 200 else texts[i][:199] + "…", name(int(labels[i])), name(int(preds[i])),
+             f"{probs[i, preds[i]]:.2f}"] for i in worst]
+    caption = (f"{len(worst)} most confident of {len(wrong):,} mistakes ({len(wrong) / max(len(labels), 1):.2%} "
+               f"of the test split)" if len(wrong) else "No misclassified test texts.")
+    return caption, rows
 
 
 def torch_index(idx: np.ndarray) -> Any:
@@ -229,7 +280,8 @@ def _num(value: Any, digits: int = 4) -> str:
 
 def _report_blocks(
     run: Run, config: dict[str, Any], summary: dict[str, Any], history: list[dict[str, Any]],
-    metrics: dict[str, Any], result: ReportResult,
+    metrics: dict[str, Any], result: ReportResult, plots: list[str],
+    mistakes: tuple[str, list[list[str]]] | None = None,
 ) -> list[Block]:
     import yaml
 
@@ -238,7 +290,7 @@ def _report_blocks(
     train_s, total_s = summary.get("train_seconds"), summary.get("total_seconds")
     facts = [
         ("model", config.get("model")),
-        ("dataset", config.get("dataset")),
+        ("dataset", config.get("dataset") or config.get("data")),
         ("parameters", f"{params:,}" if isinstance(params, int) else params),
         ("status", summary.get("status", "unknown")),
         ("stop reason", summary.get("stop_reason")),
@@ -255,7 +307,7 @@ def _report_blocks(
     b.append(("h2", "Test metrics"))
     if metrics.get("accuracy") is not None:
         b.append(("table", ["accuracy", "precision (macro)", "recall (macro)", "F1 (macro)", "AUC (macro, OvR)",
-                            "loss", "images"],
+                            "loss", "texts" if config.get("task") == "text" else "images"],
                   [[_num(metrics.get("accuracy")), _num(metrics.get("precision_macro")),
                     _num(metrics.get("recall_macro")), _num(metrics.get("f1_macro")), _num(metrics.get("auc_macro")),
                     _num(metrics.get("loss")), _num(metrics.get("samples"))]]))
@@ -265,15 +317,26 @@ def _report_blocks(
             b.append(("table", ["class", "precision", "recall", "F1", "support"],
                       [[str(r["class"]), _num(r["precision"]), _num(r["recall"]), _num(r["f1"]), str(r["support"])]
                        for r in per]))
+    elif summary.get("test_texts") == 0:
+        b.append(("p", "No test metrics: this run has no test split (test fraction 0)."))
     else:
         b.append(("p", "No test metrics yet (the run did not finish)."))
 
-    for name in PLOTS:
+    for name in plots:
         b.append(("h2", _CAPTIONS[name]))
         if name in result.plots:
             b.append(("img", _CAPTIONS[name], f"plots/{name}.png"))
         else:
             b.append(("p", f"Not drawn: {result.failed.get(name, 'unknown error')}"))
+    if config.get("task") == "text":
+        b.append(("h2", "The most confident mistakes on the test split"))
+        if mistakes is None:
+            b.append(("p", f"Not listed: {result.failed.get('mistakes', 'unknown error')}"))
+        else:
+            caption, rows = mistakes
+            b.append(("p", caption))
+            if rows:
+                b.append(("table", ["text", "true", "predicted", "confidence"], rows))
 
     if history:
         b.append(("h2", "Per epoch"))

@@ -15,7 +15,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch.nn import functional as F
@@ -319,6 +319,8 @@ class _TextTrainer:
         test_logits = text_logits(best_model, test_x, device=device, batch_size=cfg.eval_batch_size)
         test = score(test_logits, test_y, list(rows.classes)) if test_x else {}
         summary = write_summary("completed", stop_reason, {"split": "test", "checkpoint": which, **test})
+        if cfg.plots:
+            write_text_report(run, test_logits if test_x else None, [rows.texts[i] for i in test_idx], test_y, rep.warn)
         if test_x:
             rep.result(summary, str(path))
         else:
@@ -404,14 +406,29 @@ def predict_text(
     return out
 
 
+def write_text_report(
+    run: Run, logits: torch.Tensor | None, texts: list[str], labels: torch.Tensor, warn: Callable[[str], None]
+) -> None:
+    """Plots and report.md/html of a text run's test split; a failure is a warning, never an error."""
+    try:
+        from mnistlab import report
+    except ImportError:  # matplotlib missing: the run itself is complete
+        return
+    try:
+        report.write_run_report(run, test_logits=logits, test_texts=texts, test_labels=labels.cpu().numpy())
+    except Exception as exc:  # noqa: BLE001 - a plot must never lose a finished run
+        warn(f"could not write plots/report for {run.path}: {exc}")
+
+
 def evaluate_text(
-    run: str | Path | Run, split: str = "test", *, checkpoint: str = "best", device: str = "auto"
+    run: str | Path | Run, split: str = "test", *, checkpoint: str = "best", device: str = "auto",
+    plots: bool = False,
 ) -> dict[str, Any]:
     """Metrics of a text run on one split of its CSV, recreated from the run's seed and fractions.
 
     Returns the same dict as `mnistlab.evaluate` for image runs: accuracy, precision_macro,
     recall_macro, f1_macro, auc_macro, confusion_matrix, per_class, samples, loss, split,
-    checkpoint, epoch.
+    checkpoint, epoch. With plots (and split "test"), also rewrites the run's plots and report.
     """
     if split not in ("test", "valid", "train"):
         raise UsageError(f"bad split {split!r}: choose test, valid or train")
@@ -430,8 +447,14 @@ def evaluate_text(
     model = tr.model.to(dev)
     logits = text_logits(model, tr.encode([rows.texts[i] for i in idx]), device=dev,
                          batch_size=int(c.get("eval_batch_size") or 512))
-    metrics = score(logits, torch.tensor([rows.labels[i] for i in idx], dtype=torch.long), tr.classes)
+    labels = torch.tensor([rows.labels[i] for i in idx], dtype=torch.long)
+    metrics = score(logits, labels, tr.classes)
     metrics.update(split=split, checkpoint=checkpoint, epoch=tr.epoch)
+    if plots and split == "test":
+        import sys
+
+        write_text_report(load_run(run), logits, [rows.texts[i] for i in idx], labels,
+                          lambda message: print(f"warning: {message}", file=sys.stderr))
     return metrics
 
 
