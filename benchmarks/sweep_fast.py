@@ -28,6 +28,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("variants", help='JSON object {"name": {overrides}, ...}')
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="seeds first-seed .. first-seed+seeds-1 (check a recipe chosen on 0-4 on other seeds)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--data-dir", default=os.environ.get("MNISTLAB_DATA"))
     args = p.parse_args()
@@ -37,7 +39,7 @@ def main() -> None:
     variants = json.loads(args.variants)
     results: dict[str, list[tuple[float, float]]] = {k: [] for k in variants}
     with tempfile.TemporaryDirectory(prefix="mnistlab-sweep-") as out:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for name, overrides in variants.items():
                 overrides = {"model": "fast", **overrides}
                 run = mnistlab.train(seed=seed, out=out, progress="quiet", plots=False, threads=args.threads,
