@@ -151,6 +151,29 @@ def test_resume_equals_uninterrupted(fake_mnist_root, tmp_path, monkeypatch, mod
         assert ra["train_loss"] == rb["train_loss"] and ra["valid_loss"] == rb["valid_loss"]
 
 
+def test_resume_with_more_epochs_trains_a_finished_run_longer(fake_mnist_root, tmp_path):
+    short = mnistlab.train(cfg(fake_mnist_root, tmp_path, model="logistic", epochs=1), name="short")
+    straight = mnistlab.train(cfg(fake_mnist_root, tmp_path, model="logistic", epochs=2), name="straight")
+    longer = mnistlab.train(TrainConfig(resume=str(short.path), epochs=2, progress="quiet"))
+    assert longer.path == short.path and longer.summary["epochs_run"] == 2
+    assert [r["train_loss"] for r in longer.history] == [r["train_loss"] for r in straight.history]
+    assert longer.summary["accuracy"] == straight.summary["accuracy"]
+    with pytest.raises(mnistlab.errors.MnistlabError, match="already finished its 2 epochs"):
+        mnistlab.train(TrainConfig(resume=str(short.path), progress="quiet"))
+
+
+def test_resume_refuses_what_it_cannot_continue(fake_mnist_root, tmp_path):
+    planned = mnistlab.train(cfg(fake_mnist_root, tmp_path, model="logistic", epochs=1, scheduler="onecycle"))
+    with pytest.raises(mnistlab.errors.UsageError, match="onecycle schedule plans the learning rate over 1 epochs"):
+        mnistlab.train(TrainConfig(resume=str(planned.path), epochs=2, progress="quiet"))
+    # lr ~0: the valid loss never improves after epoch 1, so patience 1 stops the run at epoch 2
+    stopped = mnistlab.train(cfg(fake_mnist_root, tmp_path, model="logistic", epochs=10, lr=1e-30, patience=1),
+                             name="stopped")
+    assert stopped.summary["stop_reason"].startswith("early stopping")
+    with pytest.raises(mnistlab.errors.MnistlabError, match="ended by early stopping"):
+        mnistlab.train(TrainConfig(resume=str(stopped.path), epochs=40, progress="quiet"))
+
+
 def test_resume_from_first_epoch(fake_mnist_root, tmp_path, monkeypatch):
     c = cfg(fake_mnist_root, tmp_path, model="logistic", epochs=2)
     monkeypatch.setattr(engine, "train_one_epoch", _Interrupt(at=1))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import mnistlab
-from mnistlab.errors import DataError
+from mnistlab.errors import DataError, UsageError
 from mnistlab.text import Vocab, cosine_similarity, predict_text, tokenize, train_text
 from mnistlab.text.csvdata import read_text_csv, split_text_indices
 from mnistlab.text.model import TextClassifier, pad_batch
@@ -250,3 +250,60 @@ def test_cosine_similarity_properties(text_run, method):
         assert s == pytest.approx(cosine_similarity(tr, b, a, method), abs=1e-9)
     with pytest.raises(Exception, match="embedding or encoder"):
         cosine_similarity(tr, "a", "b", "nope")
+
+
+# ----------------------------------------------------------------------------- resume
+
+def _interrupt_text_epoch(monkeypatch, at):
+    """Make the text engine's epoch `at` raise KeyboardInterrupt, as Ctrl-C would."""
+    from mnistlab.text import engine as text_engine
+
+    real = text_engine.train_one_epoch
+
+    def wrapped(*args, **kw):
+        if kw["epoch"] == at:
+            raise KeyboardInterrupt()
+        return real(*args, **kw)
+
+    monkeypatch.setattr(text_engine, "train_one_epoch", wrapped)
+
+
+def test_text_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    # dropout, a cosine schedule, shuffled batches: all of it must come back from last.pt
+    settings = dict(out=str(tmp_path), epochs=4, model="gru", embed_dim=16, hidden=16, dropout=0.3,
+                    scheduler="cosine", seed=3, progress="quiet")
+    full = train_text("builtin:sentiment", name="full", **settings)
+    _interrupt_text_epoch(monkeypatch, at=3)
+    with pytest.raises(KeyboardInterrupt, match="mnistlab text train --resume"):
+        train_text("builtin:sentiment", name="cut", **settings)
+    monkeypatch.undo()
+    cut = tmp_path / "cut"
+    assert json.loads((cut / "summary.json").read_text())["status"] == "interrupted"
+    resumed = train_text(resume=str(cut), progress="quiet")
+    assert resumed.path == cut and resumed.summary["status"] == "completed"
+    for key in ("accuracy", "f1_macro", "auc_macro", "best_epoch", "confusion_matrix"):
+        assert full.summary[key] == resumed.summary[key], key
+    assert [r["train_loss"] for r in full.history] == [r["train_loss"] for r in resumed.history]
+    assert (cut / "report.md").is_file()
+
+
+def test_text_resume_trains_a_finished_run_longer_and_refuses_a_finished_one(tmp_path):
+    settings = dict(out=str(tmp_path), model="gru", embed_dim=16, hidden=16, seed=1, progress="quiet")
+    short = train_text("builtin:sentiment", name="short", epochs=2, **settings)
+    longer = train_text(resume=str(short.path), epochs=4, progress="quiet")
+    straight = train_text("builtin:sentiment", name="straight", epochs=4, **settings)
+    assert [r["train_loss"] for r in longer.history] == [r["train_loss"] for r in straight.history]
+    with pytest.raises(mnistlab.errors.MnistlabError, match="already finished its 4 epochs"):
+        train_text(resume=str(short.path), progress="quiet")
+
+
+def test_resume_sends_each_kind_of_run_to_its_own_command(text_run, tmp_path):
+    with pytest.raises(UsageError, match="text run: resume it with mnistlab text train --resume"):
+        mnistlab.train(mnistlab.TrainConfig(resume=str(text_run.path), progress="quiet"))
+    image_run = tmp_path / "img"
+    image_run.mkdir()
+    (image_run / "config.yaml").write_text("model: logistic\n", encoding="utf-8")
+    with pytest.raises(UsageError, match="not a text run"):
+        train_text(resume=str(image_run), progress="quiet")
+    res = subprocess.run([sys.executable, "-m", "mnistlab", "text", "train"], capture_output=True, text=True)
+    assert res.returncode == 2 and "--data FILE.csv (or --resume RUN)" in res.stderr

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from mnistlab.errors import UsageError
+
 S = argparse.SUPPRESS
 
 
@@ -31,8 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(--test-fraction), valid (--valid-fraction of the rest) and train; the vocabulary comes from train only.",
     )
     g = t.add_argument_group("data")
-    g.add_argument("--data", required=True, metavar="FILE.csv",
-                   help="a CSV with a header row, or builtin:sentiment (the shipped English/Korean set)")
+    g.add_argument("--data", metavar="FILE.csv",
+                   help="a CSV with a header row, or builtin:sentiment (the shipped English/Korean set); "
+                        "required unless --resume")
     g.add_argument("--text-column", default="text", help="column holding the text (default: text)")
     g.add_argument("--label-column", default="label", help="column holding the label (default: label)")
     g.add_argument("--max-len", type=int, default=200, help="tokens kept per text, the first ones (default 200)")
@@ -64,6 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--device", default=S, help="auto, cpu, cuda, mps")
     g.add_argument("--threads", type=int, default=S, help="CPU threads for torch")
     g.add_argument("--out", default=S, metavar="DIR", help="runs root (default: runs/)")
+    g.add_argument("--resume", default=S, metavar="RUN",
+                   help="continue an interrupted text run from its last checkpoint (with --epochs: train it longer)")
     g.add_argument("--name", default=S, help="run name (default text-MODEL[-bi]; -2, -3... if taken)")
     g.add_argument("--quiet", "-q", dest="progress", action="store_const", const="quiet", default=S,
                    help="print only the result")
@@ -91,7 +96,9 @@ def run_train(args: argparse.Namespace) -> int:
     from mnistlab.text.engine import train_text
 
     settings = {k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS}
-    train_text(args.data, **settings)
+    if not args.data and not settings.get("resume"):
+        raise UsageError("mnistlab text train needs --data FILE.csv (or --resume RUN)")
+    train_text(args.data or "builtin:sentiment", **settings)  # a resumed run reads its own data setting
     return 0
 
 

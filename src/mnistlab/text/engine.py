@@ -32,8 +32,8 @@ from mnistlab.text.vocab import Vocab
 from mnistlab.training.checkpoint import load_checkpoint, load_model_state, save_training_checkpoint
 from mnistlab.training.early_stopping import EarlyStopping
 from mnistlab.training.engine import (
-    build_optimizer, environment_info, build_scheduler, rng_state, seed_everything, select_device,
-    train_one_epoch,
+    _find_run, build_optimizer, environment_info, build_scheduler, restore_last_checkpoint, resume_changes,
+    rng_state, run_task, seed_everything, select_device, set_rng_state, train_one_epoch,
 )
 from mnistlab.training.progress import Reporter
 
@@ -143,16 +143,28 @@ def train_text(
     train_over = {k: v for k, v in settings.items() if k in _TRAIN_KEYS and k not in ("model", "dataset")}
     cfg = dataclasses.replace(cfg, **train_over)
     if cfg.resume:
-        raise UsageError("text runs cannot be resumed yet: start a new run")
+        text, cfg, resume_from = _resume_text_config(cfg)
+        return _TextTrainer(text, cfg, resume_from).run()
     text = dataclasses.replace(text, data=_abs_data(text.data))
     return _TextTrainer(text, _resolve(text, cfg)).run()
+
+
+def _resume_text_config(requested: TrainConfig) -> tuple[TextSettings, TrainConfig, Run]:
+    """The resumed text run's own settings; only epochs (to extend), device and progress may change."""
+    run = _find_run(requested.resume, requested.out)
+    if run_task(run) != "text":
+        raise UsageError(f"{run.path} is not a text run: resume it with mnistlab train --resume {run.path}")
+    saved = run.config
+    text = TextSettings(**{k: v for k, v in saved.items() if k in _TEXT_KEYS})
+    cfg = TrainConfig.from_dict({k: v for k, v in saved.items() if k in _TRAIN_KEYS}, f"{run.path}/config.yaml")
+    return text, _resolve(text, dataclasses.replace(cfg, **resume_changes(requested, cfg, run))), run
 
 
 class _TextTrainer:
     """One text run, top to bottom (the same stages as the image _Trainer)."""
 
-    def __init__(self, text: TextSettings, cfg: TrainConfig) -> None:
-        self.text, self.cfg = text, cfg
+    def __init__(self, text: TextSettings, cfg: TrainConfig, resume_from: Run | None = None) -> None:
+        self.text, self.cfg, self.resume_from = text, cfg, resume_from
         self.reporter = Reporter(cfg.progress)
 
     def run(self) -> Run:
@@ -173,7 +185,17 @@ class _TextTrainer:
         if cfg.patience > 0 and not valid_idx:
             raise UsageError("--patience needs a validation split: set --valid-fraction above 0")
         tokens = [tokenize(t) for t in rows.texts]
-        vocab = Vocab.build((tokens[i] for i in train_idx), min_freq=text.min_freq, max_size=text.vocab_size)
+        if self.resume_from is not None:
+            # The run's own vocabulary and classes: a CSV edited since then must not re-index the words.
+            vocab = Vocab.load(self.resume_from.path / "vocab.json")
+            saved_classes = load_text_run(self.resume_from, "last").classes
+            if list(rows.classes) != list(saved_classes):
+                raise MnistlabError(
+                    f"{rows.source} now has classes {list(rows.classes)}, but {self.resume_from.path} was trained "
+                    f"on {list(saved_classes)}: restore the CSV or start a new run"
+                )
+        else:
+            vocab = Vocab.build((tokens[i] for i in train_idx), min_freq=text.min_freq, max_size=text.vocab_size)
         seqs = [vocab.encode(t, text.max_len) for t in tokens]
         labels = torch.tensor(rows.labels, dtype=torch.long)
 
@@ -210,8 +232,17 @@ class _TextTrainer:
             "label_column": text.label_column, "max_len": text.max_len,
         }
 
-        # run folder
-        path = create_run_dir(cfg.out, cfg.name or f"text-{text.model}{'-bi' if text.bidirectional else ''}")
+        # run folder (or the resumed one)
+        history: list[dict[str, Any]] = []
+        start_epoch, train_seconds = 1, 0.0
+        if self.resume_from is not None:
+            path = self.resume_from.path
+            resumed = restore_last_checkpoint(self.resume_from, model, optimizer, scheduler, early, epochs=cfg.epochs)
+            set_rng_state(resumed.checkpoint["rng"])
+            history, start_epoch, train_seconds = resumed.history, resumed.start_epoch, resumed.train_seconds
+            rep.info(f"resuming {path} from epoch {start_epoch}")
+        else:
+            path = create_run_dir(cfg.out, cfg.name or f"text-{text.model}{'-bi' if text.bidirectional else ''}")
         run = Run(path)
         cfg = dataclasses.replace(cfg, name=path.name, resume=None)
         write_yaml(path / "config.yaml", {
@@ -225,8 +256,6 @@ class _TextTrainer:
             "vocab_size": len(vocab), "train_texts": len(train_x), "valid_texts": len(valid_x),
             "test_texts": len(test_x), "mnistlab_version": mnistlab.__version__,
         }
-        history: list[dict[str, Any]] = []
-        train_seconds = 0.0
 
         def checkpoint(epoch: int, best: bool) -> None:
             payload = {
@@ -254,7 +283,8 @@ class _TextTrainer:
             write_json(path / "summary.json", summary)
             return summary
 
-        checkpoint(0, best=False)
+        if self.resume_from is None:
+            checkpoint(0, best=False)  # even a run killed in its first epoch can be resumed
         write_summary("running", "running")
         rep.info(
             f"training text {text.model}{' (bidirectional)' if text.bidirectional else ''} ({params:,} parameters, "
@@ -264,9 +294,9 @@ class _TextTrainer:
         )
 
         stop_reason = f"completed {cfg.epochs:g} epochs"
-        epoch = 0
+        epoch = start_epoch - 1
         try:
-            for epoch in range(1, total_epochs + 1):
+            for epoch in range(start_epoch, total_epochs + 1):
                 t0 = time.perf_counter()
                 batches.set_epoch(epoch)
                 max_steps = min(steps_per_epoch, total_steps - (epoch - 1) * steps_per_epoch)
@@ -311,7 +341,9 @@ class _TextTrainer:
             ) from None
         except KeyboardInterrupt:
             write_summary("interrupted", f"interrupted during epoch {epoch}")
-            raise KeyboardInterrupt(f"interrupted during epoch {epoch}; run folder {path}") from None
+            raise KeyboardInterrupt(
+                f"interrupted during epoch {epoch}; resume with: mnistlab text train --resume {path}"
+            ) from None
 
         # test metrics with the best checkpoint
         which = "best" if (path / "checkpoints" / "best.pt").is_file() else "last"

@@ -231,12 +231,86 @@ def _resolve(config: TrainConfig | dict[str, Any] | None, overrides: dict[str, A
 def _resume_config(requested: TrainConfig) -> tuple[TrainConfig, Run]:
     """The resumed run's own config; only epochs (to extend), device and progress may change."""
     run = _find_run(requested.resume, requested.out)
+    if run_task(run) == "text":
+        raise UsageError(f"{run.path} is a text run: resume it with mnistlab text train --resume {run.path}")
     saved = load_config_file(run.path / "config.yaml")
     cfg = TrainConfig.from_dict(saved, f"{run.path}/config.yaml")
+    return resolve_config(dataclasses.replace(cfg, **resume_changes(requested, cfg, run))), run
+
+
+def resume_changes(requested: TrainConfig, saved: TrainConfig, run: Run) -> dict[str, Any]:
+    """The settings a resume may change: device, progress, and epochs (to train longer).
+
+    A cosine or one-cycle schedule plans its learning rate over the run's original length,
+    so with those the epochs cannot change.
+    """
     changes: dict[str, Any] = {"resume": str(run.path), "device": requested.device, "progress": requested.progress}
-    if requested.epochs is not None:
+    if requested.epochs is not None and requested.epochs != saved.epochs:
+        if saved.scheduler in ("cosine", "onecycle"):
+            raise UsageError(
+                f"--epochs cannot change when resuming {run.path}: its {saved.scheduler} schedule plans the "
+                f"learning rate over {saved.epochs:g} epochs. Resume without --epochs, or train a new run"
+            )
         changes["epochs"] = requested.epochs
-    return resolve_config(dataclasses.replace(cfg, **changes)), run
+    return changes
+
+
+@dataclasses.dataclass
+class Resumed:
+    """What a resumed run continues from: its last checkpoint, the epochs done and their time."""
+
+    checkpoint: dict[str, Any]
+    history: list[dict[str, Any]]
+    start_epoch: int
+    train_seconds: float
+
+
+def restore_last_checkpoint(
+    run: Run, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, early: EarlyStopping,
+    *, epochs: float, tidy: bool = True,
+) -> Resumed:
+    """Load a run's checkpoints/last.pt into the model, optimizer, scheduler and early stopping.
+
+    The random generators are left to the caller (each DDP rank restores its own stream).
+    With tidy, the run folder is brought level with last.pt: a run killed between writing
+    last.pt and the files after it gets its metrics.csv and best.pt back, and the temp files a
+    killed write leaves (never under a final name) are removed. A finished run continues only
+    if `epochs` (the resumed config's) goes beyond the epochs it ran, and not after early stopping.
+    """
+    path = run.path
+    last = path / "checkpoints" / "last.pt"
+    ckpt = load_checkpoint(last)
+    summary = run.summary
+    if summary.get("status") == "completed":
+        if str(summary.get("stop_reason", "")).startswith("early stopping"):
+            raise MnistlabError(f"run {path} ended by early stopping: there is nothing to resume; train a new run")
+        if math.ceil(epochs) <= int(ckpt["epoch"]):
+            raise MnistlabError(
+                f"run {path} already finished its {epochs:g} epochs; pass a larger --epochs to train it longer"
+            )
+    load_model_state(model, ckpt["state_dict"], str(last))
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if scheduler is not None and ckpt.get("scheduler"):
+        scheduler.load_state_dict(ckpt["scheduler"])
+    early.load_state_dict(ckpt["early_stopping"])
+    history = list(ckpt["history"])
+    if tidy:
+        for stale in [*path.glob(".*.tmp"), *(path / "checkpoints").glob(".*.tmp")]:
+            stale.unlink(missing_ok=True)
+        write_metrics_csv(path / "metrics.csv", history)
+        if early.best_epoch and early.best_epoch == int(ckpt["epoch"]):
+            link_or_copy(last, path / "checkpoints" / "best.pt")
+    return Resumed(ckpt, history, int(ckpt["epoch"]) + 1, float(ckpt.get("train_seconds", 0.0)))
+
+
+def run_task(run: Run) -> str:
+    """"text" for a `mnistlab text` run, else "image" (also when config.yaml cannot be read:
+    the image path then reports the unreadable file in its own words)."""
+    try:
+        config = run.config
+    except Exception:  # noqa: BLE001 - unreadable or invalid YAML
+        return "image"
+    return "text" if isinstance(config, dict) and config.get("task") == "text" else "image"
 
 
 def _find_run(ref: str, out: str) -> Run:
@@ -386,12 +460,9 @@ class _Trainer:
         start_epoch, train_seconds = 1, 0.0
         if self.resume_from is not None:
             path = self.resume_from.path
-            ckpt = load_checkpoint(path / "checkpoints" / "last.pt")
-            load_model_state(model, ckpt["state_dict"], str(path / "checkpoints" / "last.pt"))
-            optimizer.load_state_dict(ckpt["optimizer"])
-            if scheduler is not None and ckpt.get("scheduler"):
-                scheduler.load_state_dict(ckpt["scheduler"])
-            early.load_state_dict(ckpt["early_stopping"])
+            resumed = restore_last_checkpoint(self.resume_from, model, optimizer, scheduler, early,
+                                              epochs=cfg.epochs, tidy=ctx.is_main)
+            ckpt = resumed.checkpoint
             rngs = ckpt.get("rng_per_rank") or []
             if not ctx.enabled:
                 set_rng_state(ckpt["rng"])
@@ -399,21 +470,8 @@ class _Trainer:
                 set_rng_state(rngs[ctx.rank])
             else:  # saved by another number of processes: fresh, distinct streams per rank
                 seed_everything(cfg.seed + ctx.rank + 1_000_003 * int(ckpt["epoch"]))
-            history = list(ckpt["history"])
-            start_epoch = int(ckpt["epoch"]) + 1
-            train_seconds = float(ckpt.get("train_seconds", 0.0))
-            summary = self.resume_from.summary
-            if summary.get("status") == "completed":
-                raise MnistlabError(f"run {path} already finished; train a new run or pass a larger --epochs")
+            history, start_epoch, train_seconds = resumed.history, resumed.start_epoch, resumed.train_seconds
             rep.info(f"resuming {path} from epoch {start_epoch}")
-            if ctx.is_main:
-                # Killed between writing last.pt and the files that follow it: bring them level,
-                # and drop the temp files a killed write leaves (never under a final name).
-                for stale in [*path.glob(".*.tmp"), *(path / "checkpoints").glob(".*.tmp")]:
-                    stale.unlink(missing_ok=True)
-                write_metrics_csv(path / "metrics.csv", history)
-                if early.best_epoch and early.best_epoch == int(ckpt["epoch"]):
-                    link_or_copy(path / "checkpoints" / "last.pt", path / "checkpoints" / "best.pt")
         else:
             name = cfg.name or (cfg.model if cfg.dataset == "mnist" else f"{cfg.model}-{cfg.dataset.split(':')[0]}")
             # Rank 0 alone makes the folder (create_run_dir adds -2, -3...: W ranks would make W folders).
