@@ -64,7 +64,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--out", default=S, metavar="DIR", help="runs root (default: runs/)")
     g.add_argument("--name", default=S, help="run name (default: the model's; -2, -3... if taken)")
-    g.add_argument("--resume", default=S, metavar="RUN", help="continue RUN from its last checkpoint")
+    g.add_argument("--resume", default=S, metavar="RUN", help="continue RUN from its last checkpoint (with --epochs N: train a finished run longer)")
     g.add_argument("--quiet", "-q", dest="progress", action="store_const", const="quiet", default=S,
                    help="print only the result")
     g.add_argument("--jsonl", dest="progress", action="store_const", const="jsonl", default=S,
