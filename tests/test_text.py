@@ -256,16 +256,16 @@ def test_cosine_similarity_properties(text_run, method):
 
 def _interrupt_text_epoch(monkeypatch, at):
     """Make the text engine's epoch `at` raise KeyboardInterrupt, as Ctrl-C would."""
-    from mnistlab.text import engine as text_engine
+    from mnistlab.training import engine  # both engines run their epochs through engine.run_epoch
 
-    real = text_engine.train_one_epoch
+    real = engine.train_one_epoch
 
     def wrapped(*args, **kw):
         if kw["epoch"] == at:
             raise KeyboardInterrupt()
         return real(*args, **kw)
 
-    monkeypatch.setattr(text_engine, "train_one_epoch", wrapped)
+    monkeypatch.setattr(engine, "train_one_epoch", wrapped)
 
 
 def test_text_resume_equals_uninterrupted(tmp_path, monkeypatch):

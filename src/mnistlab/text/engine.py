@@ -32,8 +32,9 @@ from mnistlab.text.vocab import Vocab
 from mnistlab.training.checkpoint import load_checkpoint, load_model_state, save_training_checkpoint
 from mnistlab.training.early_stopping import EarlyStopping
 from mnistlab.training.engine import (
-    _find_run, build_optimizer, environment_info, build_scheduler, restore_last_checkpoint, resume_changes,
-    rng_state, run_task, seed_everything, select_device, set_rng_state, train_one_epoch,
+    _find_run, build_optimizer, build_scheduler, early_stop_reason, environment_info, epoch_row,
+    restore_last_checkpoint, resume_changes, rng_state, run_epoch, run_task, seed_everything, select_device,
+    set_rng_state,
 )
 from mnistlab.training.progress import Reporter
 
@@ -298,23 +299,13 @@ class _TextTrainer:
         try:
             for epoch in range(start_epoch, total_epochs + 1):
                 t0 = time.perf_counter()
-                batches.set_epoch(epoch)
-                max_steps = min(steps_per_epoch, total_steps - (epoch - 1) * steps_per_epoch)
-                bar = rep.bar(max_steps, f"epoch {epoch}/{total_epochs}")
-                try:
-                    result = train_one_epoch(
-                        model, batches, optimizer, scheduler, max_steps=max_steps,
-                        label_smoothing=cfg.label_smoothing, clip_grad=cfg.clip_grad, autocast=autocast,
-                        device=device, bar=None if bar.disable else bar, epoch=epoch,
-                    )
-                finally:
-                    bar.close()
+                result = run_epoch(
+                    model, batches, optimizer, scheduler, cfg, epoch=epoch, total_epochs=total_epochs,
+                    steps_per_epoch=steps_per_epoch, total_steps=total_steps, autocast=autocast, device=device,
+                    reporter=rep,
+                )
                 train_seconds += result.seconds
-                row: dict[str, Any] = {
-                    "epoch": epoch, "train_loss": result.loss, "train_accuracy": result.accuracy,
-                    "valid_loss": None, "valid_accuracy": None,
-                    "lr": optimizer.param_groups[0]["lr"], "train_seconds": result.seconds,
-                }
+                row = epoch_row(epoch, result, optimizer)
                 if valid_x:
                     logits = text_logits(model, valid_x, device=device, batch_size=cfg.eval_batch_size)
                     row["valid_loss"] = float(F.cross_entropy(logits, valid_y).item())
@@ -329,10 +320,7 @@ class _TextTrainer:
                 write_metrics_csv(path / "metrics.csv", history)
                 rep.epoch(row, cfg.epochs)
                 if early.should_stop:
-                    stop_reason = (
-                        f"early stopping: valid loss did not improve for {cfg.patience} epochs "
-                        f"(best {early.best:.4f} at epoch {early.best_epoch})"
-                    )
+                    stop_reason = early_stop_reason(cfg, early)
                     break
         except TrainingDiverged as exc:
             write_summary("failed", f"diverged: {exc}")

@@ -214,6 +214,41 @@ def _check_finite(losses: torch.Tensor, epoch: int, offset: int) -> None:
         raise TrainingDiverged(f"loss became {value} at epoch {epoch}, step {step}")
 
 
+def run_epoch(
+    model: nn.Module, batches: Any, optimizer: torch.optim.Optimizer, scheduler: Any, cfg: TrainConfig, *,
+    epoch: int, total_epochs: int, steps_per_epoch: int, total_steps: int, autocast: Any, device: torch.device,
+    reporter: Reporter,
+) -> EpochResult:
+    """Epoch `epoch` of a run, as both engines run it: its batch order, its share of the
+    (possibly fractional) step budget, and a progress bar around `train_one_epoch`."""
+    batches.set_epoch(epoch)
+    max_steps = min(steps_per_epoch, total_steps - (epoch - 1) * steps_per_epoch)
+    bar = reporter.bar(max_steps, f"epoch {epoch}/{total_epochs}")
+    try:
+        return train_one_epoch(
+            model, batches, optimizer, scheduler, max_steps=max_steps, label_smoothing=cfg.label_smoothing,
+            clip_grad=cfg.clip_grad, autocast=autocast, device=device, bar=None if bar.disable else bar, epoch=epoch,
+        )
+    finally:
+        bar.close()
+
+
+def epoch_row(epoch: int, result: EpochResult, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The metrics.csv row of an epoch, before validation fills valid_loss/valid_accuracy."""
+    return {
+        "epoch": epoch, "train_loss": result.loss, "train_accuracy": result.accuracy,
+        "valid_loss": None, "valid_accuracy": None,
+        "lr": optimizer.param_groups[0]["lr"], "train_seconds": result.seconds,
+    }
+
+
+def early_stop_reason(cfg: TrainConfig, early: EarlyStopping) -> str:
+    return (
+        f"early stopping: valid loss did not improve for {cfg.patience} epochs "
+        f"(best {early.best:.4f} at epoch {early.best_epoch})"
+    )
+
+
 # ----------------------------------------------------------------------------- the run
 
 def _resolve(config: TrainConfig | dict[str, Any] | None, overrides: dict[str, Any]) -> TrainConfig:
@@ -544,26 +579,16 @@ class _Trainer:
         try:
             for epoch in range(start_epoch, total_epochs + 1):
                 t0 = time.perf_counter()
-                batches.set_epoch(epoch)
                 distributed.maybe_fail_for_test(ctx, epoch)
-                max_steps = min(steps_per_epoch, total_steps - (epoch - 1) * steps_per_epoch)
-                bar = rep.bar(max_steps, f"epoch {epoch}/{total_epochs}")
-                try:
-                    result = train_one_epoch(
-                        step_model, batches, optimizer, scheduler, max_steps=max_steps,
-                        label_smoothing=cfg.label_smoothing, clip_grad=cfg.clip_grad, autocast=autocast,
-                        device=device, bar=None if bar.disable else bar, epoch=epoch,
-                    )
-                finally:
-                    bar.close()
+                result = run_epoch(
+                    step_model, batches, optimizer, scheduler, cfg, epoch=epoch, total_epochs=total_epochs,
+                    steps_per_epoch=steps_per_epoch, total_steps=total_steps, autocast=autocast, device=device,
+                    reporter=rep,
+                )
                 if ctx.enabled:  # the epoch's train numbers over all ranks, not rank 0's shard alone
                     result.loss, result.accuracy = distributed.mean_over_ranks([result.loss, result.accuracy], ctx)
                 train_seconds += result.seconds
-                row: dict[str, Any] = {
-                    "epoch": epoch, "train_loss": result.loss, "train_accuracy": result.accuracy,
-                    "valid_loss": None, "valid_accuracy": None,
-                    "lr": optimizer.param_groups[0]["lr"], "train_seconds": result.seconds,
-                }
+                row = epoch_row(epoch, result, optimizer)
                 if len(valid_idx):
                     if ctx.enabled:
                         distributed.broadcast_buffers(model, ctx)  # every rank evaluates rank 0's BN statistics
@@ -589,10 +614,7 @@ class _Trainer:
                 if tb is not None:
                     _log_epoch(tb, row)
                 if stop:
-                    stop_reason = (
-                        f"early stopping: valid loss did not improve for {cfg.patience} epochs "
-                        f"(best {early.best:.4f} at epoch {early.best_epoch})"
-                    )
+                    stop_reason = early_stop_reason(cfg, early)
                     break
         except TrainingDiverged as exc:
             write_summary("failed", f"diverged: {exc}")
