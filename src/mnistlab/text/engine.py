@@ -33,8 +33,8 @@ from mnistlab.training.checkpoint import load_checkpoint, load_model_state, save
 from mnistlab.training.early_stopping import EarlyStopping
 from mnistlab.training.engine import (
     _find_run, build_optimizer, build_scheduler, early_stop_reason, environment_info, epoch_row,
-    restore_last_checkpoint, resume_changes, rng_state, run_epoch, run_task, seed_everything, select_device,
-    set_rng_state,
+    restore_last_checkpoint, resume_changes, run_epoch, run_task, seed_everything, select_device, set_rng_state,
+    training_state,
 )
 from mnistlab.training.progress import Reporter
 
@@ -262,11 +262,7 @@ class _TextTrainer:
             payload = {
                 "model": {"name": f"text-{text.model}", "options": options},
                 "data": data_meta,
-                "state_dict": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "early_stopping": early.state_dict(),
-                "rng": rng_state(),
+                **training_state(model, optimizer, scheduler, early),
                 "epoch": epoch,
                 "history": history,
                 "train_seconds": train_seconds,

@@ -300,6 +300,19 @@ class Resumed:
     train_seconds: float
 
 
+def training_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, early: EarlyStopping
+) -> dict[str, Any]:
+    """The checkpoint entries that `restore_last_checkpoint` reads back (plain values and tensors only)."""
+    return {
+        "state_dict": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "early_stopping": early.state_dict(),
+        "rng": rng_state(),
+    }
+
+
 def restore_last_checkpoint(
     run: Run, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, early: EarlyStopping,
     *, epochs: float, tidy: bool = True,
@@ -538,11 +551,7 @@ class _Trainer:
             payload = {
                 "model": {"name": cfg.model, "options": architecture},
                 "data": data_meta,
-                "state_dict": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "early_stopping": early.state_dict(),
-                "rng": rng_state(),
+                **training_state(model, optimizer, scheduler, early),
                 **({"rng_per_rank": rngs} if rngs else {}),
                 "epoch": epoch,
                 "history": history,
