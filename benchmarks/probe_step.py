@@ -26,8 +26,8 @@ import mnistlab
 REPS = 5
 
 
-def _median_rate(fns: dict[str, Callable[[], float]]) -> dict[str, float]:
-    """Run each variant REPS times, interleaved; median of what each returns."""
+def _medians(fns: dict[str, Callable[[], float]]) -> dict[str, float]:
+    """Run each variant REPS times, interleaved; the median of what each returns (a rate or a time)."""
     results: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(REPS):
         for name, fn in fns.items():
@@ -105,7 +105,7 @@ def probe_dnn() -> None:
             "foreach Adam instead of fused": {"fused": False},
             "1 thread": {"threads": 1},
         }
-        rates = _median_rate({k: (lambda kw=kw: _dnn_rate(batch, **kw)) for k, kw in variants.items()})
+        rates = _medians({k: (lambda kw=kw: _dnn_rate(batch, **kw)) for k, kw in variants.items()})
         base = next(iter(rates.values()))
         for name, rate in rates.items():
             print(f"  batch {batch:3d}  {name:66s} {rate:9,.0f}  {rate / base:.2f}x")
@@ -146,7 +146,7 @@ def probe_conv1() -> None:
             return (time.perf_counter() - start) / 50 * 1e6
         return run
 
-    us = _median_rate({
+    us = _medians({
         "oneDNN conv, forward": timed(onednn, False), "im2col, forward": timed(im2col, False),
         "oneDNN conv, forward + backward": timed(onednn, True), "im2col, forward + backward": timed(im2col, True),
     })

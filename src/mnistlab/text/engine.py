@@ -262,12 +262,9 @@ class _TextTrainer:
             payload = {
                 "model": {"name": f"text-{text.model}", "options": options},
                 "data": data_meta,
-                **training_state(model, optimizer, scheduler, early),
-                "epoch": epoch,
-                "history": history,
-                "train_seconds": train_seconds,
+                **training_state(model, optimizer, scheduler, early, epoch=epoch, history=history,
+                                 train_seconds=train_seconds),
                 "config": {"task": "text", **dataclasses.asdict(text), **cfg.to_dict()},
-                "mnistlab_version": mnistlab.__version__,
             }
             save_training_checkpoint(path / "checkpoints", payload, best)
 

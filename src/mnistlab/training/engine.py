@@ -301,15 +301,21 @@ class Resumed:
 
 
 def training_state(
-    model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, early: EarlyStopping
+    model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, early: EarlyStopping, *,
+    epoch: int, history: list[dict[str, Any]], train_seconds: float,
 ) -> dict[str, Any]:
-    """The checkpoint entries that `restore_last_checkpoint` reads back (plain values and tensors only)."""
+    """The checkpoint entries that `restore_last_checkpoint` reads back (plain values and tensors only);
+    each engine adds its model spec, data description and config."""
     return {
         "state_dict": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "early_stopping": early.state_dict(),
         "rng": rng_state(),
+        "epoch": epoch,
+        "history": history,
+        "train_seconds": train_seconds,
+        "mnistlab_version": mnistlab.__version__,
     }
 
 
@@ -551,13 +557,10 @@ class _Trainer:
             payload = {
                 "model": {"name": cfg.model, "options": architecture},
                 "data": data_meta,
-                **training_state(model, optimizer, scheduler, early),
+                **training_state(model, optimizer, scheduler, early, epoch=epoch, history=history,
+                                 train_seconds=train_seconds),
                 **({"rng_per_rank": rngs} if rngs else {}),
-                "epoch": epoch,
-                "history": history,
-                "train_seconds": train_seconds,
                 "config": cfg.to_dict(),
-                "mnistlab_version": mnistlab.__version__,
             }
             save_training_checkpoint(path / "checkpoints", payload, best)
 
