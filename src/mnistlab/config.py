@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mnistlab.choices import AMP_MODES, DEVICES, INIT_METHODS, OPTIMIZERS, PROGRESS_MODES, SCHEDULERS
 from mnistlab.errors import UsageError
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta", "rmsprop")
-SCHEDULERS = ("none", "step", "cosine", "onecycle")
-INIT_METHODS = ("default", "gaussian", "xavier", "kaiming", "zeros")
-DEVICES = ("auto", "cpu", "cuda", "mps")
-AMP_MODES = ("auto", "bf16", "off")
-PROGRESS_MODES = ("bar", "quiet", "jsonl")
+__all__ = [
+    "AMP_MODES", "DEVICES", "GLOBAL_DEFAULTS", "INIT_METHODS", "OPTIMIZERS", "PROGRESS_MODES", "SCHEDULERS",
+    "TrainConfig", "load_config_file", "resolve_config", "validate",
+]
 
 
 @dataclass

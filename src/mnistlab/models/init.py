@@ -7,7 +7,7 @@ import warnings
 import torch
 from torch import nn
 
-from mnistlab.config import INIT_METHODS
+from mnistlab.choices import INIT_METHODS
 from mnistlab.errors import UsageError
 
 __all__ = ["INIT_METHODS", "init_weights"]
