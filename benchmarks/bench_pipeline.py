@@ -148,7 +148,8 @@ def _epoch(batches: Any, device: str, train: bool, engine: bool, torch_dropout: 
         from contextlib import nullcontext
 
         from mnistlab.config import TrainConfig
-        from mnistlab.training.engine import build_optimizer, train_one_epoch
+        from mnistlab.training.epoch import train_one_epoch
+        from mnistlab.training.optim import build_optimizer
 
         model = _mnistlab_model(device, torch_dropout)
         opt = build_optimizer(TrainConfig(optimizer="adam", lr=1e-3, betas=(0.9, 0.999), weight_decay=0.0), model, torch.device(device))

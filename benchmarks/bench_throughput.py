@@ -23,7 +23,7 @@ BATCHES = (256, 1024)
 def setup(name: str, device: str) -> tuple[torch.nn.Module, Any, bool]:
     """(model, autocast context, channels_last) as the engine would choose them."""
     import mnistlab
-    from mnistlab.training.engine import has_conv, native_bf16
+    from mnistlab.training.hardware import has_conv, native_bf16
 
     torch.manual_seed(0)
     model = mnistlab.create_model(name).to(device)
@@ -40,7 +40,7 @@ def train_epoch(name: str, images: torch.Tensor, labels: torch.Tensor, data: Any
                 max_steps: int | None = None) -> tuple[float, int]:
     """(seconds, images) of one engine epoch of `name` over images (model and optimizer built outside the timing)."""
     from mnistlab.data import BatchIterator
-    from mnistlab.training.engine import train_one_epoch
+    from mnistlab.training.epoch import train_one_epoch
 
     model, autocast, cl = setup(name, device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=device in ("cpu", "cuda"))

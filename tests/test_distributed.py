@@ -236,3 +236,29 @@ def test_failure_in_first_epoch_exits_quickly(fake_mnist_root, tmp_path):
     elapsed = time.perf_counter() - t0
     assert proc.returncode != 0 and elapsed < 120
     assert "mnistlab: error: MNISTLAB_TEST_FAIL_RANK: rank 1 failed on purpose at epoch 1" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_two_node_job_on_one_machine(fake_mnist_root, tmp_path):
+    """torchrun --nnodes 2 with one process per node, both on 127.0.0.1: one run folder, 1-process numbers."""
+    port, out = _free_port(), tmp_path / "nodes"
+    env = {**os.environ, distributed.TIMEOUT_ENV: "60", "PYTHONUNBUFFERED": "1"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={rank}", "--nproc_per_node=1",
+             "--master_addr=127.0.0.1", f"--master_port={port}",
+             *_train_args(fake_mnist_root, out, "--epochs", "2")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        for rank in (0, 1)
+    ]
+    results = [p.communicate(timeout=LAUNCH_TIMEOUT_S) for p in procs]
+    for p, (_, err) in zip(procs, results, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    assert [p.name for p in out.iterdir()] == ["logistic"]
+    assert "test accuracy" in results[0][0] and "test accuracy" not in results[1][0]  # only the main node prints
+    two = mnistlab.load_run(out / "logistic")
+    assert json.loads((two.path / "environment.json").read_text())["distributed"]["world_size"] == 2
+    one = mnistlab.train(TrainConfig(model="logistic", data_dir=str(fake_mnist_root), out=str(tmp_path / "one"),
+                                     epochs=2, batch_size=64, device="cpu", progress="quiet", plots=False))
+    assert two.summary["loss"] == pytest.approx(one.summary["loss"], rel=1e-3)

@@ -13,7 +13,6 @@ import mnistlab
 from mnistlab.config import TrainConfig
 from mnistlab.errors import TrainingDiverged
 from mnistlab.runs import read_metrics_csv
-from mnistlab.training import engine
 from mnistlab.training.checkpoint import build_model_from_checkpoint, load_checkpoint
 from mnistlab.training.early_stopping import EarlyStopping
 
@@ -117,30 +116,27 @@ def test_early_stopping_counter_resets_on_improvement():
     assert clone == es
 
 
-class _Interrupt:
-    """Wrap train_one_epoch to raise KeyboardInterrupt in the middle of epoch `at`."""
+class InterruptAt(mnistlab.Callback):
+    """Ctrl-C at the start of epoch `at` (before any of its steps)."""
 
     def __init__(self, at):
-        self.at, self.real = at, engine.train_one_epoch
+        self.at = at
 
-    def __call__(self, *args, **kw):
-        if kw["epoch"] == self.at:
+    def on_epoch_start(self, trainer, state):
+        if state.epoch == self.at:
             raise KeyboardInterrupt()
-        return self.real(*args, **kw)
 
 
 @pytest.mark.parametrize("model", ["cnn-bn", "dnn"])
-def test_resume_equals_uninterrupted(fake_mnist_root, tmp_path, monkeypatch, model):
+def test_resume_equals_uninterrupted(fake_mnist_root, tmp_path, model):
     # dropout, batchnorm, a scheduler and a shuffled order: everything that resume must restore
     c = cfg(fake_mnist_root, tmp_path, model=model, epochs=3, batch_size=64, scheduler="cosine", seed=7)
     full = mnistlab.train(c, name="full")
-    monkeypatch.setattr(engine, "train_one_epoch", _Interrupt(at=3))
     with pytest.raises(KeyboardInterrupt, match="--resume"):
-        mnistlab.train(c, name="cut")
+        mnistlab.train(c, name="cut", callbacks=[InterruptAt(3)])
     cut = tmp_path / "runs" / "cut"
     assert json.loads((cut / "summary.json").read_text())["status"] == "interrupted"
     assert len(read_metrics_csv(cut / "metrics.csv")) == 2
-    monkeypatch.undo()
     resumed = mnistlab.train(TrainConfig(resume=str(cut), progress="quiet"))
     assert resumed.path == cut
     a, b = full.summary, resumed.summary
@@ -174,12 +170,10 @@ def test_resume_refuses_what_it_cannot_continue(fake_mnist_root, tmp_path):
         mnistlab.train(TrainConfig(resume=str(stopped.path), epochs=40, progress="quiet"))
 
 
-def test_resume_from_first_epoch(fake_mnist_root, tmp_path, monkeypatch):
+def test_resume_from_first_epoch(fake_mnist_root, tmp_path):
     c = cfg(fake_mnist_root, tmp_path, model="logistic", epochs=2)
-    monkeypatch.setattr(engine, "train_one_epoch", _Interrupt(at=1))
     with pytest.raises(KeyboardInterrupt):
-        mnistlab.train(c, name="early")
-    monkeypatch.undo()
+        mnistlab.train(c, name="early", callbacks=[InterruptAt(1)])
     run = mnistlab.train(TrainConfig(resume="early", out=str(tmp_path / "runs"), progress="quiet"))
     assert run.summary["epochs_run"] == 2
 

@@ -22,11 +22,16 @@ from pathlib import Path
 import pytest
 import torch
 
+import mnistlab
 from conftest import write_fake_mnist
 from mnistlab.cli import main
+from mnistlab.config import TrainConfig, resolve_config
 from mnistlab.runs import read_metrics_csv
-from mnistlab.training import checkpoint as checkpoint_io
-from mnistlab.training import engine
+from mnistlab.tasks.image import ImageTask
+from mnistlab.training import callbacks as cb
+from mnistlab.training.checkpoint import save_checkpoint
+from mnistlab.training.strategy import SingleProcess
+from mnistlab.training.trainer import Trainer
 
 # A small MLP run: 96 steps per epoch, long enough that a kill lands anywhere in it.
 EPOCHS = 6
@@ -184,20 +189,30 @@ class _Killed(BaseException):
     """Stands for SIGKILL in-process: nothing after the raise runs, no handler sees it."""
 
 
-@pytest.mark.parametrize("at_epoch", [3, EPOCHS])
-def test_killed_between_checkpoint_and_metrics(at_epoch, data_root, reference, tmp_path, monkeypatch, capsys):
-    """The window where last.pt is one epoch ahead of metrics.csv, in the middle and at the very end."""
-    real = engine.write_metrics_csv
+def _train_with(data_root: Path, out: Path, name: str, builtins: list) -> None:
+    """The RUN_FLAGS run, trained with the built-in callbacks given (one of them standing in for a kill)."""
+    cfg = resolve_config(TrainConfig(model="mlp", epochs=EPOCHS, batch_size=5, seed=3, plots=False, threads=1,
+                                     data_dir=str(data_root), out=str(out), name=name, progress="quiet"))
+    Trainer(ImageTask(), cfg, strategy=SingleProcess(torch.device("cpu")), builtins=builtins).fit()
 
-    def write_metrics_csv(path, rows):
-        if len(rows) == at_epoch:
+
+class _KillAt(cb.Callback):
+    """Killed in on_epoch_end of epoch `at` (placed between two built-ins)."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_epoch_end(self, trainer, state) -> None:
+        if state.epoch == self.at:
             raise _Killed
-        return real(path, rows)
 
-    monkeypatch.setattr(engine, "write_metrics_csv", write_metrics_csv)
+
+@pytest.mark.parametrize("at_epoch", [3, EPOCHS])
+def test_killed_between_checkpoint_and_metrics(at_epoch, data_root, reference, tmp_path, capsys):
+    """The window where last.pt is one epoch ahead of metrics.csv, in the middle and at the very end."""
+    builtins = [cb.EarlyStop(0), cb.Checkpoint(), _KillAt(at_epoch), cb.MetricsCsv(), cb.Summary(), cb.Progress()]
     with pytest.raises(_Killed):
-        main(["train", *RUN_FLAGS, "--data-dir", str(data_root), "--out", str(tmp_path), "--name", "gap", "-q"])
-    monkeypatch.undo()
+        _train_with(data_root, tmp_path, "gap", builtins)
     run = tmp_path / "gap"
     assert check_consistent(run) == at_epoch and len(read_metrics_csv(run / "metrics.csv")) == at_epoch - 1
     code, err = run_cli(capsys, "train", "--resume", str(run), "-q")
@@ -205,22 +220,25 @@ def test_killed_between_checkpoint_and_metrics(at_epoch, data_root, reference, t
     assert_same_result(run, reference)
 
 
-def test_killed_between_last_and_best_checkpoint(data_root, reference, tmp_path, monkeypatch, capsys):
-    """last.pt of an improving epoch is written but best.pt not yet re-linked to it."""
-    best_epoch = reference["summary"]["best_epoch"]
-    real = checkpoint_io.link_or_copy
-    calls = []
+class _KilledBeforeBestLink(cb.Checkpoint):
+    """Writes last.pt of improving epoch `at`, then is killed before best.pt points at it."""
 
-    def link(src, dst):
-        calls.append(dst)
-        if len(calls) == best_epoch:  # every epoch up to the best one improves on this data
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def save(self, folder: Path, payload: dict, best: bool) -> None:
+        if best and payload["epoch"] == self.at:
+            save_checkpoint(folder / "last.pt", payload)
             raise _Killed
-        return real(src, dst)
+        super().save(folder, payload, best)
 
-    monkeypatch.setattr(checkpoint_io, "link_or_copy", link)
+
+def test_killed_between_last_and_best_checkpoint(data_root, reference, tmp_path, capsys):
+    """last.pt of an improving epoch is written but best.pt not yet re-linked to it."""
+    best_epoch = reference["summary"]["best_epoch"]  # every epoch up to the best one improves on this data
+    builtins = [cb.EarlyStop(0), _KilledBeforeBestLink(best_epoch), cb.MetricsCsv(), cb.Summary(), cb.Progress()]
     with pytest.raises(_Killed):
-        main(["train", *RUN_FLAGS, "--data-dir", str(data_root), "--out", str(tmp_path), "--name", "nolink", "-q"])
-    monkeypatch.undo()
+        _train_with(data_root, tmp_path, "nolink", builtins)
     run = tmp_path / "nolink"
     check_consistent(run)
     code, err = run_cli(capsys, "train", "--resume", str(run), "-q")
@@ -265,25 +283,26 @@ def test_divergence_in_first_epoch(data_root, tmp_path, capsys):
     torch.load(tmp_path / "boom" / "checkpoints" / "last.pt", weights_only=True)  # the epoch-0 checkpoint
 
 
-def test_divergence_after_a_good_epoch_keeps_best_checkpoint(data_root, tmp_path, monkeypatch, capsys):
-    """Epoch 1 trains well; in epoch 2 the learning rate explodes (a bad schedule) and the loss goes inf/NaN."""
-    real = engine.train_one_epoch
+class _LrExplodesAt(cb.Callback):
+    """A bad schedule: from epoch `at` on the learning rate is 1e38, so the loss goes inf/NaN."""
 
-    def train_one_epoch(model, batches, optimizer, *args, **kwargs):
-        if kwargs["epoch"] == 2:
-            for group in optimizer.param_groups:
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_epoch_start(self, trainer, state) -> None:
+        if state.epoch == self.at:
+            for group in trainer.optimizer.param_groups:
                 group["lr"] = 1e38
-        return real(model, batches, optimizer, *args, **kwargs)
 
-    monkeypatch.setattr(engine, "train_one_epoch", train_one_epoch)
-    code, err = run_cli(
-        capsys, "train", "--model", "mlp", "--epochs", "4", "--data-dir", str(data_root), "--out", str(tmp_path),
-        "--name", "late", "-q", "--no-plots",
-    )
-    monkeypatch.undo()
-    line = one_error_line(err)
+
+def test_divergence_after_a_good_epoch_keeps_best_checkpoint(data_root, tmp_path, capsys):
+    """Epoch 1 trains well; in epoch 2 the learning rate explodes and the loss goes inf/NaN."""
+    with pytest.raises(mnistlab.errors.TrainingDiverged) as err:
+        mnistlab.train(TrainConfig(model="mlp", epochs=4, data_dir=str(data_root), out=str(tmp_path), name="late",
+                                   progress="quiet", plots=False), callbacks=[_LrExplodesAt(2)])
+    line = str(err.value)
     run = tmp_path / "late"
-    assert code == 1 and "diverged" in line and "epoch 2" in line and "best checkpoint (epoch 1)" in line
+    assert "diverged" in line and "epoch 2" in line and "best checkpoint (epoch 1)" in line
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["best_epoch"] == 1
     best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)

@@ -88,15 +88,17 @@ def test_evaluate_rewrites_the_report(trained: Run) -> None:
     assert f"{metrics['accuracy']:.4f}" in (trained.path / "report.md").read_text(encoding="utf-8")
 
 
-def test_tensorboard_missing_is_a_clear_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tensorboard_missing_is_a_clear_usage_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                     fake_mnist_root: Path) -> None:
     import sys
 
-    from mnistlab.training.engine import _require_tensorboard
+    from mnistlab.training.engine import train
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as if not installed
     with pytest.raises(UsageError, match="pip install tensorboard"):
-        _require_tensorboard(TrainConfig(tensorboard=True))
-    _require_tensorboard(TrainConfig(tensorboard=False))  # not asked for: no check
+        train(TrainConfig(model="logistic", epochs=1, tensorboard=True, data_dir=str(fake_mnist_root),
+                          out=str(tmp_path / "runs"), progress="quiet"))
+    assert not (tmp_path / "runs").exists()  # refused before any run folder was made
 
 
 def test_tensorboard_logs_epoch_scalars(tmp_path: Path, fake_mnist_root: Path) -> None:

@@ -254,29 +254,24 @@ def test_cosine_similarity_properties(text_run, method):
 
 # ----------------------------------------------------------------------------- resume
 
-def _interrupt_text_epoch(monkeypatch, at):
-    """Make the text engine's epoch `at` raise KeyboardInterrupt, as Ctrl-C would."""
-    from mnistlab.training import engine  # both engines run their epochs through engine.run_epoch
+class InterruptAt(mnistlab.Callback):
+    """Ctrl-C at the start of epoch `at`."""
 
-    real = engine.train_one_epoch
+    def __init__(self, at):
+        self.at = at
 
-    def wrapped(*args, **kw):
-        if kw["epoch"] == at:
+    def on_epoch_start(self, trainer, state):
+        if state.epoch == self.at:
             raise KeyboardInterrupt()
-        return real(*args, **kw)
-
-    monkeypatch.setattr(engine, "train_one_epoch", wrapped)
 
 
-def test_text_resume_equals_uninterrupted(tmp_path, monkeypatch):
+def test_text_resume_equals_uninterrupted(tmp_path):
     # dropout, a cosine schedule, shuffled batches: all of it must come back from last.pt
     settings = dict(out=str(tmp_path), epochs=4, model="gru", embed_dim=16, hidden=16, dropout=0.3,
                     scheduler="cosine", seed=3, progress="quiet")
     full = train_text("builtin:sentiment", name="full", **settings)
-    _interrupt_text_epoch(monkeypatch, at=3)
     with pytest.raises(KeyboardInterrupt, match="mnistlab text train --resume"):
-        train_text("builtin:sentiment", name="cut", **settings)
-    monkeypatch.undo()
+        train_text("builtin:sentiment", name="cut", callbacks=[InterruptAt(3)], **settings)
     cut = tmp_path / "cut"
     assert json.loads((cut / "summary.json").read_text())["status"] == "interrupted"
     resumed = train_text(resume=str(cut), progress="quiet")

@@ -25,6 +25,7 @@ _LAZY = {
     "list_models": "mnistlab.models",
     "load_dataset": "mnistlab.data",
     "MnistlabError": "mnistlab.errors",
+    "Callback": "mnistlab.training.callbacks",
 }
 
 __all__ = ["__version__", *_LAZY]

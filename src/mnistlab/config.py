@@ -45,7 +45,7 @@ class TrainConfig:
     gamma: float | None = None  # step scheduler: decay factor
     pct_start: float | None = None  # onecycle: fraction of steps spent warming up
     label_smoothing: float | None = None
-    clip_grad: float | None = None  # max gradient norm; None disables
+    clip_grad: float | None = None  # max gradient norm; None: the recipe's (if any); 0: no clipping
     augment: bool | None = None  # small random shifts, done batched on the device
     # Data split and early stopping
     seed: int = 0
@@ -239,7 +239,7 @@ def validate(cfg: TrainConfig) -> None:
             raise UsageError(f"bad {name.replace('_', '-')} {value!r}: expected a whole number >= 0")
     if cfg.seed > 2**63 - 1:
         raise UsageError(f"bad seed {cfg.seed!r}: too large")
-    if cfg.clip_grad is not None:
-        _check_range("clip-grad", cfg.clip_grad, 0, None, low_open=True)
+    if cfg.clip_grad is not None:  # 0 switches clipping off, also where the model's recipe clips
+        _check_range("clip-grad", cfg.clip_grad, 0, None)
     if cfg.threads is not None and (not isinstance(cfg.threads, int) or not 1 <= cfg.threads <= 1024):
         raise UsageError(f"bad threads {cfg.threads!r}: expected a whole number from 1 to 1024")

@@ -29,3 +29,10 @@ class CheckpointError(MnistlabError):
 
 class TrainingDiverged(MnistlabError):
     """The loss became NaN or infinite; the run is stopped and marked failed."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during training (`timeout`, a sweep stopping its runs, a scheduler): handled like Ctrl-C,
+    so the run keeps its checkpoint and says how to resume; the CLI exits 143 (128 + SIGTERM)."""
+
+    exit_code = 143

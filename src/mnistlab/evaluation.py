@@ -1,7 +1,8 @@
-"""Evaluation: logits for a split, then the metrics of `mnistlab.metrics`.
+"""Evaluation: a run's checkpoint scored on one split of its data.
 
-`mnistlab evaluate RUN` and the end of `mnistlab train` share `predict_logits` and
-`score`, so the test numbers in summary.json and from `evaluate` are computed the same way.
+`mnistlab evaluate RUN` and the end of `mnistlab train` share `mnistlab.scoring`'s
+`predict_logits` and `score`, so the test numbers in summary.json and from `evaluate` are
+computed the same way.
 """
 
 from __future__ import annotations
@@ -10,50 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-from torch.nn import functional as F
 
 from mnistlab.errors import MnistlabError, UsageError
-from mnistlab.metrics import classification_metrics
 from mnistlab.runs import Run, load_run
+from mnistlab.scoring import predict_logits, score
 
-
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module,
-    images: torch.Tensor,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-    *,
-    device: torch.device | str = "cpu",
-    batch_size: int = 2000,
-    channels_last: bool = False,
-) -> torch.Tensor:
-    """Float32 logits [N, K] on the CPU for uint8 images [N, C, H, W], in eval mode and fp32.
-
-    Large batches: evaluation has no backward pass, so memory is not the limit and
-    fewer, bigger batches cut the per-call overhead.
-    """
-    from mnistlab.data import BatchIterator
-
-    was_training = model.training
-    model.eval()
-    batches = BatchIterator(
-        images, torch.zeros(len(images), dtype=torch.long), batch_size=batch_size, mean=mean, std=std,
-        shuffle=False, device=device, channels_last=channels_last,
-    )
-    outs = [model(x).float().cpu() for x, _ in batches]
-    model.train(was_training)
-    if not outs:
-        return torch.zeros(0, 0)
-    return torch.cat(outs)
-
-
-def score(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict[str, Any]:
-    """Metrics dict for logits and labels: classification_metrics plus the cross-entropy `loss`."""
-    metrics = classification_metrics(logits.numpy(), labels.cpu().numpy(), classes)
-    metrics["loss"] = float(F.cross_entropy(logits, labels.cpu()).item()) if len(labels) else None
-    return metrics
+__all__ = ["evaluate", "predict_logits", "score", "split_images"]
 
 
 def split_images(data: Any, config: dict[str, Any], split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,27 +66,14 @@ def evaluate(
         from mnistlab.text.engine import evaluate_text
 
         return evaluate_text(run, split, checkpoint=checkpoint, device=device, plots=plots)
-    from mnistlab.data import load_dataset
-    from mnistlab.training.checkpoint import build_model_from_checkpoint, load_checkpoint
-    from mnistlab.training.engine import select_device
+    from mnistlab.training.hardware import select_device
 
     if split not in ("test", "valid", "train"):
         raise UsageError(f"bad split {split!r}: choose test, valid or train")
-    if checkpoint not in ("best", "last"):
-        raise UsageError(f"bad checkpoint {checkpoint!r}: choose best or last")
     run = load_run(run)
     config = run.config
-    ckpt_path = run.checkpoint_path(checkpoint)
-    if not ckpt_path.is_file():
-        raise MnistlabError(f"run {run.path} has no {checkpoint} checkpoint ({ckpt_path})")
-    ckpt = load_checkpoint(ckpt_path)
-    model = build_model_from_checkpoint(ckpt, str(ckpt_path))
-    data = load_dataset(config["dataset"], data_dir or config.get("data_dir"), seed=int(config.get("seed", 0)))
-    if list(data.classes) != list(ckpt["data"]["classes"]):
-        raise MnistlabError(
-            f"the dataset {config['dataset']!r} found now has classes {list(data.classes)[:5]}..., "
-            f"but the run was trained on {list(ckpt['data']['classes'])[:5]}...; pass the right --data-dir"
-        )
+    model, ckpt = _load_model(run, checkpoint)
+    data = _run_dataset(config, ckpt, data_dir)
     images, labels = split_images(data, config, split)
     dev = select_device(device)
     model.to(dev)
@@ -139,6 +89,32 @@ def evaluate(
     if plots:
         _write_report(run, logits, split)
     return metrics
+
+
+def _load_model(run: Run, checkpoint: str) -> tuple[Any, dict[str, Any]]:
+    """The run's model rebuilt from its `checkpoint` ("best" or "last"), and the checkpoint."""
+    from mnistlab.training.checkpoint import build_model_from_checkpoint, load_checkpoint
+
+    if checkpoint not in ("best", "last"):
+        raise UsageError(f"bad checkpoint {checkpoint!r}: choose best or last")
+    ckpt_path = run.checkpoint_path(checkpoint)
+    if not ckpt_path.is_file():
+        raise MnistlabError(f"run {run.path} has no {checkpoint} checkpoint ({ckpt_path})")
+    ckpt = load_checkpoint(ckpt_path)
+    return build_model_from_checkpoint(ckpt, str(ckpt_path)), ckpt
+
+
+def _run_dataset(config: dict[str, Any], ckpt: dict[str, Any], data_dir: str | None) -> Any:
+    """The run's dataset, checked to have the classes the checkpoint was trained on."""
+    from mnistlab.data import load_dataset
+
+    data = load_dataset(config["dataset"], data_dir or config.get("data_dir"), seed=int(config.get("seed", 0)))
+    if list(data.classes) != list(ckpt["data"]["classes"]):
+        raise MnistlabError(
+            f"the dataset {config['dataset']!r} found now has classes {list(data.classes)[:5]}..., "
+            f"but the run was trained on {list(ckpt['data']['classes'])[:5]}...; pass the right --data-dir"
+        )
+    return data
 
 
 def _write_report(run: Run, logits: torch.Tensor, split: str) -> None:

@@ -2,7 +2,8 @@
 
 Each sub-command lives in its own module here with `register(subparsers)`; the
 modules import torch only inside their handlers, so `mnistlab --help` stays fast.
-Exit codes: 0 success, 1 an error (one line on stderr), 2 a usage error, 130 interrupted.
+Exit codes: 0 success, 1 an error (one line on stderr), 2 a usage error, 130 interrupted (Ctrl-C),
+143 terminated (SIGTERM during training).
 """
 
 from __future__ import annotations
@@ -82,9 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"mnistlab: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt as exc:
+    except KeyboardInterrupt as exc:  # Ctrl-C: 130; SIGTERM during training (errors.Terminated): 143
         print(f"\nmnistlab: {str(exc) or 'interrupted'}", file=sys.stderr)
-        return 130
+        return int(getattr(exc, "exit_code", 130))
     except BrokenPipeError:
         # `mnistlab ... | head`: the reader left; not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -19,20 +19,18 @@ def add_data_flags(p: argparse.ArgumentParser, dataset_default: Any = S) -> None
     )
 
 
-def add_train_flags(p: argparse.ArgumentParser) -> None:
-    """Every TrainConfig field as a flag. Defaults are SUPPRESS so that only flags given override."""
-    g = p.add_argument_group("model and data")
-    g.add_argument("--config", "-c", default=S, metavar="FILE", help="YAML file of settings (flags win over it)")
-    g.add_argument("--model", "-m", default=S, help="model name (see `mnistlab models`; default: fast)")
-    add_data_flags(g)
-    g.add_argument("--set", dest="set", action="append", default=S, metavar="KEY=VALUE",
-                   help="model option, repeatable: --set hidden_dims=784,128,128,128 --set batchnorm=false")
-    g.add_argument("--init", default=S, help="weight init: default, gaussian, xavier, kaiming, zeros")
-    g.add_argument("--valid-fraction", type=float, default=S, metavar="F", help="held-out validation share (default 0.2)")
-    g.add_argument("--stratify", action="store_true", default=S, help="stratified train/valid split")
-    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=S, help="random shifts of up to 2 px")
+def clip_grad_value(text: str) -> float:
+    """--clip-grad NORM; 0, none or off: no clipping (also for models whose recipe clips)."""
+    if text.strip().lower() in ("none", "off"):
+        return 0.0
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, or none/off to disable clipping, got {text!r}") from None
 
-    g = p.add_argument_group("optimisation (defaults: the model's recipe, see `mnistlab models`)")
+
+def add_optimisation_flags(g: argparse._ArgumentGroup) -> None:
+    """The optimisation flags of every kind of run (image and text runs share them, so they cannot drift)."""
     g.add_argument("--epochs", type=float, default=S, help="epochs; a fraction trains part of the last one")
     g.add_argument("--batch-size", "-b", type=int, default=S)
     g.add_argument("--lr", type=float, default=S, help="learning rate (the peak rate for onecycle)")
@@ -46,31 +44,56 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gamma", type=float, default=S, help="step scheduler: decay factor")
     g.add_argument("--pct-start", type=float, default=S, help="onecycle: share of steps warming up")
     g.add_argument("--label-smoothing", type=float, default=S)
-    g.add_argument("--clip-grad", type=float, default=S, metavar="NORM", help="clip the gradient norm")
+    g.add_argument("--clip-grad", type=clip_grad_value, default=S, metavar="NORM",
+                   help="clip the gradient norm; 0 or none: no clipping")
     g.add_argument("--patience", type=int, default=S, help="early stopping on valid loss; 0 disables")
     g.add_argument("--drop-last", action=argparse.BooleanOptionalAction, default=S)
     g.add_argument("--seed", type=int, default=S, help="seeds every random source (default 0)")
 
-    g = p.add_argument_group("hardware")
+
+def add_run_flags(g: argparse._ArgumentGroup, *, resume_help: str, name_help: str) -> None:
+    """Where a run goes and what it prints: shared by image and text runs."""
     g.add_argument("--device", default=S, help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
-    g.add_argument("--amp", default=S, help="auto, bf16, off (auto: bf16 where the hardware has it)")
-    g.add_argument("--compile", action="store_true", default=S, help="torch.compile the model (CUDA)")
-    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=S)
     g.add_argument("--threads", type=int, default=S, help="CPU threads for torch")
     g.add_argument("--eval-batch-size", type=int, default=S)
-    g.add_argument("--sync-bn", action="store_true", default=S,
-                   help="under torchrun: synchronise BatchNorm statistics across processes (CUDA)")
-
-    g = p.add_argument_group("output")
     g.add_argument("--out", default=S, metavar="DIR", help="runs root (default: runs/)")
-    g.add_argument("--name", default=S, help="run name (default: the model's; -2, -3... if taken)")
-    g.add_argument("--resume", default=S, metavar="RUN", help="continue RUN from its last checkpoint (with --epochs N: train a finished run longer)")
+    g.add_argument("--name", default=S, help=name_help)
+    g.add_argument("--resume", default=S, metavar="RUN", help=resume_help)
     g.add_argument("--quiet", "-q", dest="progress", action="store_const", const="quiet", default=S,
                    help="print only the result")
     g.add_argument("--jsonl", dest="progress", action="store_const", const="jsonl", default=S,
                    help="one JSON object per epoch and for the result, for scripts")
     g.add_argument("--no-plots", dest="plots", action="store_false", default=S, help="skip plots and report")
     g.add_argument("--tensorboard", action="store_true", default=S, help="also log to RUN/tensorboard/")
+
+
+def add_train_flags(p: argparse.ArgumentParser) -> None:
+    """Every TrainConfig field as a flag. Defaults are SUPPRESS so that only flags given override."""
+    g = p.add_argument_group("model and data")
+    g.add_argument("--config", "-c", default=S, metavar="FILE", help="YAML file of settings (flags win over it)")
+    g.add_argument("--model", "-m", default=S, help="model name (see `mnistlab models`; default: fast)")
+    add_data_flags(g)
+    g.add_argument("--set", dest="set", action="append", default=S, metavar="KEY=VALUE",
+                   help="model option, repeatable: --set hidden_dims=784,128,128,128 --set batchnorm=false")
+    g.add_argument("--init", default=S, help="weight init: default, gaussian, xavier, kaiming, zeros")
+    g.add_argument("--valid-fraction", type=float, default=S, metavar="F", help="held-out validation share (default 0.2)")
+    g.add_argument("--stratify", action="store_true", default=S, help="stratified train/valid split")
+    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=S, help="random shifts of up to 2 px")
+
+    add_optimisation_flags(p.add_argument_group("optimisation (defaults: the model's recipe, see `mnistlab models`)"))
+
+    g = p.add_argument_group("hardware")
+    g.add_argument("--amp", default=S, help="auto, bf16, off (auto: bf16 where the hardware has it)")
+    g.add_argument("--compile", action="store_true", default=S, help="torch.compile the model (CUDA)")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=S)
+    g.add_argument("--sync-bn", action="store_true", default=S,
+                   help="under torchrun: synchronise BatchNorm statistics across processes (CUDA)")
+
+    add_run_flags(
+        p.add_argument_group("hardware and output"),
+        resume_help="continue RUN from its last checkpoint (with --epochs N: train a finished run longer)",
+        name_help="run name (default: the model's; -2, -3... if taken)",
+    )
 
 
 # argparse dest -> TrainConfig field, where they differ

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from mnistlab.cli.common import add_optimisation_flags, add_run_flags
 from mnistlab.errors import UsageError
 
 S = argparse.SUPPRESS
@@ -36,44 +37,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--data", metavar="FILE.csv",
                    help="a CSV with a header row, or builtin:sentiment (the shipped English/Korean set); "
                         "required unless --resume")
-    g.add_argument("--text-column", default="text", help="column holding the text (default: text)")
-    g.add_argument("--label-column", default="label", help="column holding the label (default: label)")
-    g.add_argument("--max-len", type=int, default=200, help="tokens kept per text, the first ones (default 200)")
-    g.add_argument("--vocab-size", type=int, default=20_000, help="vocabulary size incl. <pad>, <unk> (default 20000)")
-    g.add_argument("--min-freq", type=int, default=1, help="drop words seen fewer times in train (default 1)")
-    g.add_argument("--test-fraction", type=float, default=0.2, help="held-out test share of all rows (default 0.2)")
+    g.add_argument("--text-column", default=S, help="column holding the text (default: text)")
+    g.add_argument("--label-column", default=S, help="column holding the label (default: label)")
+    g.add_argument("--max-len", type=int, default=S, help="tokens kept per text, the first ones (default 200)")
+    g.add_argument("--vocab-size", type=int, default=S, help="vocabulary size incl. <pad>, <unk> (default 20000)")
+    g.add_argument("--min-freq", type=int, default=S, help="drop words seen fewer times in train (default 1)")
+    g.add_argument("--test-fraction", type=float, default=S, help="held-out test share of all rows (default 0.2)")
     g.add_argument("--valid-fraction", type=float, default=S, metavar="F",
                    help="validation share of the non-test rows (default 0.2)")
     g = t.add_argument_group("model")
-    g.add_argument("--model", default="lstm", choices=["rnn", "lstm", "gru"], help="recurrent cell (default lstm)")
-    g.add_argument("--bidirectional", action="store_true", help="read both ways; the classifier sees both final states")
-    g.add_argument("--embed-dim", type=int, default=64, help="word embedding size (default 64)")
-    g.add_argument("--hidden", type=int, default=64, help="hidden state size (default 64)")
-    g.add_argument("--layers", type=int, default=1, help="stacked recurrent layers (default 1)")
-    g.add_argument("--dropout", type=float, default=0.0, help="dropout before the classifier and between layers")
-    g = t.add_argument_group("optimisation (defaults: adam, lr 3e-3, 10 epochs, batch 32, clip-grad 1)")
-    g.add_argument("--epochs", type=float, default=S)
-    g.add_argument("--batch-size", "-b", type=int, default=S)
-    g.add_argument("--lr", type=float, default=S, help="learning rate")
-    g.add_argument("--optimizer", default=S, help="sgd, adam, adamw, adadelta, rmsprop")
-    g.add_argument("--momentum", type=float, default=S, help="for sgd and rmsprop")
-    g.add_argument("--weight-decay", type=float, default=S)
-    g.add_argument("--scheduler", default=S, help="none, step, cosine, onecycle")
-    g.add_argument("--label-smoothing", type=float, default=S)
-    g.add_argument("--clip-grad", type=float, default=S, metavar="NORM", help="clip the gradient norm (default 1)")
-    g.add_argument("--patience", type=int, default=S, help="early stopping on valid loss; 0 disables")
-    g.add_argument("--seed", type=int, default=S, help="seeds the split, init and batch order (default 0)")
-    g = t.add_argument_group("hardware and output")
-    g.add_argument("--device", default=S, help="auto, cpu, cuda, mps")
-    g.add_argument("--threads", type=int, default=S, help="CPU threads for torch")
-    g.add_argument("--out", default=S, metavar="DIR", help="runs root (default: runs/)")
-    g.add_argument("--resume", default=S, metavar="RUN",
-                   help="continue an interrupted text run from its last checkpoint (with --epochs: train it longer)")
-    g.add_argument("--name", default=S, help="run name (default text-MODEL[-bi]; -2, -3... if taken)")
-    g.add_argument("--quiet", "-q", dest="progress", action="store_const", const="quiet", default=S,
-                   help="print only the result")
-    g.add_argument("--jsonl", dest="progress", action="store_const", const="jsonl", default=S,
-                   help="one JSON object per epoch and for the result")
+    g.add_argument("--model", default=S, choices=["rnn", "lstm", "gru"], help="recurrent cell (default lstm)")
+    g.add_argument("--bidirectional", action="store_true", default=S,
+                   help="read both ways; the classifier sees both final states")
+    g.add_argument("--embed-dim", type=int, default=S, help="word embedding size (default 64)")
+    g.add_argument("--hidden", type=int, default=S, help="hidden state size (default 64)")
+    g.add_argument("--layers", type=int, default=S, help="stacked recurrent layers (default 1)")
+    g.add_argument("--dropout", type=float, default=S, help="dropout before the classifier and between layers")
+    add_optimisation_flags(t.add_argument_group(
+        "optimisation (defaults: adam, lr 3e-3, 10 epochs, batch 32, clip-grad 1)"))
+    add_run_flags(
+        t.add_argument_group("hardware and output"),
+        resume_help="continue a text run from its last checkpoint (with --epochs: train it longer)",
+        name_help="run name (default text-MODEL[-bi]; -2, -3... if taken)",
+    )
     t.set_defaults(handler=run_train)
 
     q = tsub.add_parser(
@@ -87,8 +73,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(handler=run_predict)
 
 
-_TEXT_FLAGS = ("text_column", "label_column", "max_len", "vocab_size", "min_freq", "test_fraction", "model",
-               "bidirectional", "embed_dim", "hidden", "layers", "dropout")
 _NOT_SETTINGS = {"command", "handler", "debug", "text_command", "data"}
 
 

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from mnistlab.errors import DataError
 
@@ -68,8 +68,6 @@ def read_text_csv(
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     texts: list[str] = []
     names: list[str] = []
-    problems: list[str] = []
-    bad = 0
     try:
         # utf-8-sig: spreadsheet exports often start with a byte-order mark that would
         # otherwise become part of the first column's name.
@@ -85,29 +83,7 @@ def read_text_csv(
                     f"{path} has no column {' or '.join(repr(m) for m in missing)}; its columns are "
                     f"{', '.join(header)} (choose with --text-column / --label-column)"
                 )
-            ti, li = header.index(text_column), header.index(label_column)
-            known = set(classes) if classes is not None else None
-            line = reader.line_num
-            for row in reader:
-                start, line = line + 1, reader.line_num  # a quoted field may span lines: report the first
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    continue  # blank lines are not rows
-                reason = None
-                if len(row) != len(header):
-                    reason = f"{len(row)} columns, expected {len(header)}"
-                elif not row[ti].strip():
-                    reason = f"missing text ({text_column!r} is empty)"
-                elif not row[li].strip():
-                    reason = f"missing label ({label_column!r} is empty)"
-                elif known is not None and row[li].strip() not in known:
-                    reason = f"unknown label {row[li].strip()!r} (the run knows {', '.join(sorted(known))})"
-                if reason:
-                    bad += 1
-                    if len(problems) < _MAX_REPORTED:
-                        problems.append(f"line {start}: {reason}")
-                    continue
-                texts.append(row[ti])
-                names.append(row[li].strip())
+            problems, bad = _read_rows(reader, header, text_column, label_column, classes, texts, names)
     except UnicodeDecodeError as exc:
         raise DataError(f"{path} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     except csv.Error as exc:
@@ -122,6 +98,39 @@ def read_text_csv(
     classes = list(classes) if classes is not None else sorted(set(names))
     index = {c: i for i, c in enumerate(classes)}
     return TextData(texts, [index[n] for n in names], classes, str(path))
+
+
+def _read_rows(
+    reader: Any, header: list[str], text_column: str, label_column: str, classes: Sequence[str] | None,
+    texts: list[str], names: list[str],
+) -> tuple[list[str], int]:
+    """Append the good rows' texts and label names; return the first problems (with line numbers) and their count."""
+    ti, li = header.index(text_column), header.index(label_column)
+    known = set(classes) if classes is not None else None
+    problems: list[str] = []
+    bad = 0
+    line = reader.line_num
+    for row in reader:
+        start, line = line + 1, reader.line_num  # a quoted field may span lines: report the first
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue  # blank lines are not rows
+        reason = None
+        if len(row) != len(header):
+            reason = f"{len(row)} columns, expected {len(header)}"
+        elif not row[ti].strip():
+            reason = f"missing text ({text_column!r} is empty)"
+        elif not row[li].strip():
+            reason = f"missing label ({label_column!r} is empty)"
+        elif known is not None and row[li].strip() not in known:
+            reason = f"unknown label {row[li].strip()!r} (the run knows {', '.join(sorted(known))})"
+        if reason:
+            bad += 1
+            if len(problems) < _MAX_REPORTED:
+                problems.append(f"line {start}: {reason}")
+            continue
+        texts.append(row[ti])
+        names.append(row[li].strip())
+    return problems, bad
 
 
 def split_text_indices(

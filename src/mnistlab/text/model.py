@@ -8,9 +8,11 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from mnistlab.errors import UsageError
+from mnistlab.errors import MnistlabError, UsageError
 from mnistlab.models.layers import Dropout
-from mnistlab.text.vocab import PAD_INDEX
+from mnistlab.text.tokenizer import tokenize
+from mnistlab.text.vocab import PAD_INDEX, Vocab
+from mnistlab.training.checkpoint import load_model_state
 
 CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -124,3 +126,30 @@ class TextBatches:
             ids, lengths = pad_batch([self.seqs[i] for i in idx])
             # lengths stay on the CPU: pack_padded_sequence needs them there anyway.
             yield (ids.to(self.device), lengths), self.labels[idx].to(self.device)
+
+
+def encode_texts(texts: Sequence[str], vocab: Vocab, max_len: int) -> list[list[int]]:
+    """Tokenize and index texts exactly as training did (empty -> [<unk>], cut to max_len)."""
+    return [vocab.encode(tokenize(t), max_len) for t in texts]
+
+
+@torch.no_grad()
+def text_logits(
+    model: TextClassifier, seqs: Sequence[Sequence[int]], *, device: torch.device | str = "cpu", batch_size: int = 512
+) -> torch.Tensor:
+    """Float32 logits [N, K] on the CPU, in eval mode (dropout off)."""
+    was_training = model.training
+    model.eval()
+    outs = [model(x).float().cpu() for x, _ in TextBatches(seqs, [0] * len(seqs), batch_size=batch_size, device=device)]
+    model.train(was_training)
+    return torch.cat(outs) if outs else torch.zeros(0, model.classifier.out_features)
+
+
+def model_from_checkpoint(ckpt: dict, source: str) -> TextClassifier:
+    """The TextClassifier a text checkpoint describes, with its weights, in eval mode."""
+    try:
+        model = TextClassifier(**ckpt["model"]["options"])
+        load_model_state(model, ckpt["state_dict"], source)
+    except (KeyError, TypeError) as exc:
+        raise MnistlabError(f"checkpoint {source} is not a complete text checkpoint (lacks {exc})") from None
+    return model.eval()

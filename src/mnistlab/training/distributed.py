@@ -270,22 +270,6 @@ def gather_strided(local: torch.Tensor, total: int, ctx: DistContext) -> torch.T
     return out
 
 
-def predict_logits_sharded(
-    model: nn.Module, images: torch.Tensor, mean: Any, std: Any, *, ctx: DistContext, **kwargs: Any
-) -> torch.Tensor:
-    """`evaluation.predict_logits` over all `images`, split across ranks; the full [N, K] on every rank.
-
-    Each rank predicts its strided shard and the logits are gathered back into the original order,
-    so metrics computed from the result are the full-dataset numbers on every rank.
-    """
-    from mnistlab.evaluation import predict_logits
-
-    if not ctx.enabled:
-        return predict_logits(model, images, mean, std, **kwargs)
-    local = predict_logits(model, images[ctx.shard()], mean, std, **kwargs)
-    return gather_strided(local, len(images), ctx)
-
-
 def per_rank_batch_size(global_batch: int, ctx: DistContext) -> int:
     """`--batch-size` is the global batch: each of W ranks takes global / W (which must divide evenly)."""
     if global_batch % ctx.world_size:
@@ -341,6 +325,6 @@ def maybe_fail_for_test(ctx: DistContext, epoch: int) -> None:
 __all__ = [
     "DistContext", "SINGLE", "TIMEOUT_ENV", "all_gather_object", "all_gather_varlen", "all_reduce_min",
     "barrier", "broadcast_buffers", "broadcast_flags", "broadcast_object", "destroy", "env_world",
-    "gather_strided", "mean_over_ranks", "per_rank_batch_size", "predict_logits_sharded", "setup",
+    "gather_strided", "mean_over_ranks", "per_rank_batch_size", "setup",
     "maybe_fail_for_test", "timeout", "wrap_model",
 ]

@@ -1,0 +1,130 @@
+"""The callbacks every run has: early stopping (and best-epoch tracking), checkpoints, metrics.csv, summary.json."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from mnistlab.errors import MnistlabError
+from mnistlab.runs import run_summary, write_json, write_metrics_csv
+from mnistlab.training.callbacks.base import Callback
+from mnistlab.training.checkpoint import link_or_copy, load_checkpoint, save_training_checkpoint
+from mnistlab.training.early_stopping import EarlyStopping
+from mnistlab.training.state import FitState
+
+# best.pt as it was before a partial (fractional) last epoch became the best: if that epoch is
+# later completed and is no longer the best, best.pt goes back to this.
+BEST_BEFORE_PARTIAL = "best-before-partial.pt"
+
+
+def early_stop_reason(patience: int, early: EarlyStopping) -> str:
+    return (
+        f"early stopping: valid loss did not improve for {patience} epochs "
+        f"(best {early.best:.4f} at epoch {early.best_epoch})"
+    )
+
+
+class EarlyStop(Callback):
+    """Tracks the best epoch (valid loss, else train loss) and stops after `patience` epochs without one."""
+
+    state_key = "early_stopping"
+
+    def __init__(self, patience: int) -> None:
+        self.tracker = EarlyStopping(patience=patience)
+        self.before: dict[str, Any] | None = None  # the tracker before a partial epoch's update
+
+    def on_fit_start(self, trainer: Any, state: FitState) -> None:
+        state.best_epoch, state.best_value = self.tracker.best_epoch, self.tracker.best
+
+    def on_validation_end(self, trainer: Any, state: FitState) -> None:
+        row = state.row
+        if state.partial_epoch == state.epoch and self.before is not None:
+            # The epoch was counted once already, half-done: count it again as if for the first time.
+            self.tracker.load_state_dict(self.before)
+        partial = row.get("steps", 0) < trainer.budget.steps_per_epoch
+        self.before = self.tracker.state_dict() if partial else None
+        value = row["valid_loss"] if row.get("valid_loss") is not None else row["train_loss"]
+        state.improved = self.tracker.update(value, state.epoch)
+        state.best_epoch, state.best_value = self.tracker.best_epoch, self.tracker.best
+        if self.tracker.should_stop:
+            state.stop(early_stop_reason(self.tracker.patience, self.tracker))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self.tracker.state_dict(), **({"before": self.before} if self.before else {})}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        self.before = state.pop("before", None)
+        self.tracker.load_state_dict(state)
+
+
+class Checkpoint(Callback):
+    """checkpoints/last.pt after epoch 0 (a new run) and every epoch; best.pt is the best epoch's.
+
+    Runs on every rank: the payload gathers every rank's random generator state (a collective).
+    """
+
+    main_only = False
+
+    def on_fit_start(self, trainer: Any, state: FitState) -> None:
+        if not state.resumed:
+            self._save(trainer, state, best=False)  # even a run killed in its first epoch can resume
+
+    def on_epoch_end(self, trainer: Any, state: FitState) -> None:
+        folder = trainer.path / "checkpoints"
+        partial = state.row.get("steps", 0) < trainer.budget.steps_per_epoch
+        before = folder / BEST_BEFORE_PARTIAL
+        if trainer.strategy.is_main and partial and state.improved and (folder / "best.pt").is_file():
+            link_or_copy(folder / "best.pt", before)
+        self._save(trainer, state, best=state.improved)
+        if not trainer.strategy.is_main or partial or not before.is_file():
+            return
+        # A partial epoch that was the best has been completed: best.pt is either this epoch or the one before.
+        if not state.improved and int(load_checkpoint(before).get("epoch", -1)) == state.best_epoch:
+            link_or_copy(before, folder / "best.pt")
+        os.unlink(before)
+
+    def _save(self, trainer: Any, state: FitState, best: bool) -> None:
+        payload = trainer.checkpoint_payload(state)  # a collective: every rank calls it
+        if trainer.strategy.is_main:
+            self.save(trainer.path / "checkpoints", payload, best)
+
+    def save(self, folder: Path, payload: dict[str, Any], best: bool) -> None:
+        """Write last.pt, then make best.pt the same file when `best` (last.pt is complete first)."""
+        save_training_checkpoint(folder, payload, best)
+
+
+class MetricsCsv(Callback):
+    """metrics.csv, rewritten after each epoch's checkpoint (so it is never ahead of last.pt)."""
+
+    def on_epoch_end(self, trainer: Any, state: FitState) -> None:
+        write_metrics_csv(trainer.path / "metrics.csv", state.history)
+
+
+class Summary(Callback):
+    """summary.json: "running" from the start, then how the run ended, with the test metrics."""
+
+    def on_fit_start(self, trainer: Any, state: FitState) -> None:
+        self._write(trainer, state, "running", "running")
+
+    def on_fit_end(self, trainer: Any, state: FitState) -> None:
+        extra = {"split": "test", "checkpoint": state.checkpoint_scored, **(state.test or {})}
+        state.summary = self._write(trainer, state, state.status, state.stop_reason, extra)
+
+    def on_exception(self, trainer: Any, state: FitState) -> None:
+        try:
+            self._write(trainer, state, state.status, state.stop_reason)
+        except (MnistlabError, OSError):
+            pass  # e.g. the disk is still full; the error that ended the run is what matters
+
+    @staticmethod
+    def _write(trainer: Any, state: FitState, status: str, reason: str | None,
+               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        summary = run_summary(
+            {"name": trainer.path.name, **trainer.prep.summary}, status=status, stop_reason=str(reason),
+            history=state.history, best_epoch=state.best_epoch, best_valid_loss=state.best_value,
+            train_seconds=state.train_seconds, total_seconds=state.total_seconds, extra=extra,
+        )
+        write_json(trainer.path / "summary.json", summary)
+        return summary

@@ -1,0 +1,85 @@
+"""The callbacks that show a run: progress lines, TensorBoard scalars, plots and the report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mnistlab.errors import UsageError
+from mnistlab.training.callbacks.base import Callback
+from mnistlab.training.state import FitState
+
+
+class Progress(Callback):
+    """What the terminal (or a --jsonl reader) sees: the start line, one line per epoch, the result."""
+
+    def on_fit_start(self, trainer: Any, state: FitState) -> None:
+        if state.resumed:
+            trainer.reporter.info(f"resuming {trainer.path} from epoch {state.start_epoch}")
+        trainer.reporter.info(f"{trainer.prep.describe} -> {trainer.path}")
+
+    def on_epoch_end(self, trainer: Any, state: FitState) -> None:
+        trainer.reporter.epoch(state.row, trainer.budget.epochs)
+
+    def on_fit_end(self, trainer: Any, state: FitState) -> None:
+        if state.test:
+            trainer.reporter.result(state.summary, str(trainer.path))
+        else:
+            trainer.reporter.info(f"{trainer.prep.no_test}; run folder: {trainer.path}")
+
+
+def require_tensorboard() -> None:
+    """--tensorboard needs the optional `tensorboard` package: say how to get it, before any run folder exists."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401 - imported lazily: optional extra
+    except ImportError:
+        raise UsageError(
+            "--tensorboard needs the tensorboard package: pip install tensorboard (or pip install 'mnistlab[tensorboard]')"
+        ) from None
+
+
+class TensorBoard(Callback):
+    """Each epoch's numbers as scalars in RUN/tensorboard/ (loss/train, accuracy/valid, epoch/lr, ...)."""
+
+    def __init__(self) -> None:
+        require_tensorboard()
+        self.writer: Any = None
+
+    def on_fit_start(self, trainer: Any, state: FitState) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(trainer.path / "tensorboard"))
+
+    def on_epoch_end(self, trainer: Any, state: FitState) -> None:
+        row = state.row
+        for key, value in row.items():
+            if key in ("epoch", "steps", "samples") or not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            split, _, metric = key.partition("_")
+            tag = f"{metric}/{split}" if split in ("train", "valid") and metric in ("loss", "accuracy") else f"epoch/{key}"
+            self.writer.add_scalar(tag, value, int(row["epoch"]))
+        self.writer.flush()  # a killed run loses nothing
+
+    def on_fit_end(self, trainer: Any, state: FitState) -> None:
+        self._close()
+
+    def on_exception(self, trainer: Any, state: FitState) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+class Report(Callback):
+    """plots/*.png and report.md/html at the end of a run; a failure is a warning, never a lost run."""
+
+    def on_fit_end(self, trainer: Any, state: FitState) -> None:
+        try:
+            import matplotlib  # noqa: F401 - the report's one optional need
+        except ImportError:
+            return
+        try:
+            trainer.task.report(trainer.run, state)
+        except Exception as exc:  # noqa: BLE001 - a plot must never lose a finished run
+            trainer.reporter.warn(f"could not write plots/report for {trainer.path}: {exc}")

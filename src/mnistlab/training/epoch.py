@@ -1,0 +1,160 @@
+"""One epoch of optimisation steps, and how a run's (possibly fractional) epochs become steps.
+
+This is the hot loop: it has no per-step hooks and never reads a value back from the device
+in a step, except every few steps for the progress bar.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mnistlab.errors import TrainingDiverged
+
+BAR_REFRESH_STEPS = 25  # the progress bar reads the loss back this often
+
+
+@dataclasses.dataclass(frozen=True)
+class StepBudget:
+    """A run's optimizer steps: `epochs` (fractions allowed) times the steps of one epoch, rounded.
+
+    Both the number of epochs and the steps of each come from here, so an epoch with no steps
+    (e.g. `--epochs 1.001` rounding to one epoch of steps) never runs.
+    """
+
+    steps_per_epoch: int
+    total_steps: int
+
+    @classmethod
+    def plan(cls, epochs: float, steps_per_epoch: int) -> "StepBudget":
+        return cls(steps_per_epoch, max(1, round(epochs * steps_per_epoch)))
+
+    @property
+    def epochs(self) -> int:
+        """How many epochs take at least one step (the last one may be partial)."""
+        return math.ceil(self.total_steps / self.steps_per_epoch)
+
+    def steps_in(self, epoch: int) -> int:
+        """The steps epoch `epoch` (from 1) takes: a full epoch, the rest of the budget, or 0."""
+        return max(0, min(self.steps_per_epoch, self.total_steps - (epoch - 1) * self.steps_per_epoch))
+
+
+@dataclasses.dataclass
+class EpochResult:
+    loss: float
+    accuracy: float
+    seconds: float
+    steps: int
+    samples: int = 0
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    *,
+    max_steps: int,
+    label_smoothing: float,
+    clip_grad: float | None,
+    autocast: Any,
+    device: torch.device,
+    bar: Any,
+    epoch: int,
+) -> EpochResult:
+    """One pass over `batches` (at most `max_steps` steps). Raises TrainingDiverged on a NaN/inf loss.
+
+    The losses stay on the device in a preallocated buffer: reading one back with
+    `.item()` would stall every step (a GPU sync; a dispatch on CPU). They are read only
+    for the progress bar every few steps and once at the end of the epoch.
+    `clip_grad` None or 0 means no clipping.
+    """
+    model.train()
+    losses = torch.zeros(max_steps, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    steps = seen = shown = 0
+    start = time.perf_counter()
+    for x, y in batches:
+        if steps >= max_steps:
+            break
+        with autocast:
+            logits = model(x)
+        # The loss in fp32 even under bf16 autocast: cross-entropy's log-sum-exp needs the range.
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_grad:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        losses[steps] = loss.detach()
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(y)
+        steps += 1
+        if bar is not None and steps - shown >= BAR_REFRESH_STEPS:
+            shown = _show(bar, losses, correct, shown, steps, seen, epoch)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    if bar is not None:
+        bar.update(steps - shown)
+    losses = losses[:steps]
+    _check_finite(losses, epoch, 0)
+    return EpochResult(
+        loss=float(losses.mean().item()) if steps else math.nan,
+        accuracy=correct.item() / max(seen, 1), seconds=seconds, steps=steps, samples=seen,
+    )
+
+
+def _show(bar: Any, losses: torch.Tensor, correct: torch.Tensor, shown: int, steps: int, seen: int,
+          epoch: int) -> int:
+    """Advance the bar to `steps` with the recent mean loss; returns the new `shown`."""
+    recent = losses[shown:steps]
+    _check_finite(recent, epoch, shown)
+    bar.update(steps - shown)
+    bar.set_postfix(loss=f"{recent.mean().item():.4f}", acc=f"{correct.item() / seen:.4f}", refresh=False)
+    return steps
+
+
+def _check_finite(losses: torch.Tensor, epoch: int, offset: int) -> None:
+    bad = ~torch.isfinite(losses)
+    if bool(bad.any()):
+        step = int(bad.nonzero()[0, 0]) + offset + 1
+        value = losses[step - offset - 1].item()
+        raise TrainingDiverged(f"loss became {value} at epoch {epoch}, step {step}")
+
+
+def epoch_row(epoch: int, result: EpochResult, lr: float) -> dict[str, Any]:
+    """The metrics.csv row of an epoch, before validation fills valid_loss/valid_accuracy.
+
+    `lr` is the rate of the epoch's first step (what it trained at; a scheduler may lower it
+    within the epoch). `steps` and `samples` are kept in the history (not metrics.csv) so that
+    a partial epoch can be completed later.
+    """
+    return {
+        "epoch": epoch, "train_loss": result.loss, "train_accuracy": result.accuracy,
+        "valid_loss": None, "valid_accuracy": None, "lr": lr, "train_seconds": result.seconds,
+        "steps": result.steps, "samples": result.samples,
+    }
+
+
+def merge_rows(first: dict[str, Any], rest: dict[str, Any]) -> dict[str, Any]:
+    """One row for an epoch trained in two parts (a fractional run extended later): train numbers
+    weighted by steps and samples, times added, the first part's lr; validation from the second part."""
+    a, b = int(first.get("steps") or 0), int(rest.get("steps") or 0)
+    na, nb = int(first.get("samples") or 0), int(rest.get("samples") or 0)
+    merged = dict(rest)
+    if a + b:
+        merged["train_loss"] = (first["train_loss"] * a + rest["train_loss"] * b) / (a + b)
+    if na + nb:
+        merged["train_accuracy"] = (first["train_accuracy"] * na + rest["train_accuracy"] * nb) / (na + nb)
+    merged.update(lr=first["lr"], steps=a + b, samples=na + nb,
+                  train_seconds=first["train_seconds"] + rest["train_seconds"])
+    return merged

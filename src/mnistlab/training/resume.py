@@ -1,0 +1,187 @@
+"""Resuming a run: finding it, what a resume may change, and bringing its last checkpoint back.
+
+A run resumes from checkpoints/last.pt at the exact optimizer step it reached: after a whole
+epoch, or inside one when a fractional run (`--epochs 0.5`) is trained longer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Iterable
+
+from mnistlab.config import TrainConfig
+from mnistlab.errors import MnistlabError, UsageError
+from mnistlab.runs import Run, load_run, write_metrics_csv
+from mnistlab.training.callbacks.base import CallbackList
+from mnistlab.training.checkpoint import link_or_copy, load_checkpoint, load_model_state
+from mnistlab.training.epoch import StepBudget
+
+# What `--resume` may change: where the run and its data are, how it prints, how long it trains.
+RESUME_MAY_CHANGE = ("resume", "out", "epochs", "device", "progress", "threads", "data_dir", "plots", "tensorboard")
+
+
+def find_run(ref: str, out: str) -> Run:
+    """The run folder `ref`, or `out/ref` when ref is a run name."""
+    p = Path(ref)
+    if not p.is_dir() and (Path(out) / ref).is_dir():
+        p = Path(out) / ref
+    return load_run(p)
+
+
+def run_task(run: Run) -> str:
+    """"text" for a `mnistlab text` run, else "image" (also when config.yaml cannot be read:
+    the image path then reports the unreadable file in its own words)."""
+    try:
+        config = run.config
+    except Exception:  # noqa: BLE001 - unreadable or invalid YAML
+        return "image"
+    return "text" if isinstance(config, dict) and config.get("task") == "text" else "image"
+
+
+_OTHER_KIND = {
+    "image": "{path} is a text run: resume it with mnistlab text train --resume {path}",
+    "text": "{path} is not a text run: resume it with mnistlab train --resume {path}",
+}
+
+
+def resumed_run(requested: TrainConfig, kind: str, also_given: Iterable[str] = ()) -> Run:
+    """The run `requested.resume` names, checked to be a `kind` run and asked for nothing a resume ignores.
+
+    `also_given`: settings outside TrainConfig that the caller was given (e.g. text settings).
+    """
+    run = find_run(requested.resume, requested.out)
+    if run_task(run) != kind:
+        raise UsageError(_OTHER_KIND[kind].format(path=run.path))
+    refuse_ignored([*also_given, *(f for f in changed_fields(requested) if f not in RESUME_MAY_CHANGE)], run)
+    return run
+
+
+def refuse_ignored(given: list[str], run: Run) -> None:
+    """A resumed run keeps its own settings: flags it would ignore are refused, by name."""
+    if given:
+        flags = ", ".join(_flag(name) for name in given)
+        allowed = ", ".join(_flag(n) for n in RESUME_MAY_CHANGE if n not in ("resume", "progress"))
+        raise UsageError(
+            f"--resume continues {run.path} with its own settings, so {flags} cannot change "
+            f"(with --resume you may pass {allowed}, --quiet or --jsonl); train a new run to change them"
+        )
+
+
+def _flag(name: str) -> str:
+    return "--no-plots" if name == "plots" else "--" + name.replace("_", "-")
+
+
+def changed_fields(requested: TrainConfig) -> list[str]:
+    """The TrainConfig fields set to something other than their defaults (what the user asked for)."""
+    default = TrainConfig()
+    return [f.name for f in dataclasses.fields(TrainConfig)
+            if getattr(requested, f.name) != getattr(default, f.name)]
+
+
+def resume_changes(requested: TrainConfig, saved: TrainConfig, run: Run) -> dict[str, Any]:
+    """The settings a resume takes from the command: see RESUME_MAY_CHANGE.
+
+    A cosine or one-cycle schedule plans its learning rate over the run's original length,
+    so with those the epochs cannot change.
+    """
+    changes: dict[str, Any] = {"resume": str(run.path), "device": requested.device, "progress": requested.progress}
+    default = TrainConfig()
+    for name in ("threads", "data_dir", "plots", "tensorboard"):
+        if getattr(requested, name) != getattr(default, name):
+            changes[name] = getattr(requested, name)
+    if requested.epochs is not None and requested.epochs != saved.epochs:
+        if saved.scheduler in ("cosine", "onecycle"):
+            raise UsageError(
+                f"--epochs cannot change when resuming {run.path}: its {saved.scheduler} schedule plans the "
+                f"learning rate over {saved.epochs:g} epochs. Resume without --epochs, or train a new run"
+            )
+        changes["epochs"] = requested.epochs
+    return changes
+
+
+@dataclasses.dataclass
+class Resumed:
+    """Where a resumed run continues: its last checkpoint, history, step and times."""
+
+    checkpoint: dict[str, Any]
+    history: list[dict[str, Any]]
+    global_step: int
+    train_seconds: float
+    total_seconds: float
+    partial_row: dict[str, Any] | None  # the row of an epoch left half-done, to be completed
+
+    def start_epoch(self, steps_per_epoch: int) -> int:
+        return self.global_step // steps_per_epoch + 1
+
+
+def steps_done(ckpt: dict[str, Any], steps_per_epoch: int) -> int:
+    """The optimizer steps a checkpoint's run had taken (older checkpoints: from its epochs and config)."""
+    if "global_step" in ckpt:
+        return int(ckpt["global_step"])
+    planned = StepBudget.plan(float(ckpt["config"]["epochs"]), steps_per_epoch).total_steps
+    return min(int(ckpt["epoch"]) * steps_per_epoch, planned)
+
+
+def check_resumable(run: Run, done: int, budget: StepBudget, epochs: float) -> None:
+    """Refuse a resume that has nothing to do: a run stopped by a decision, or one already at its length."""
+    summary = run.summary
+    reason = str(summary.get("stop_reason", ""))
+    if summary.get("status") == "completed":
+        if reason.startswith("early stopping"):
+            raise MnistlabError(f"run {run.path} ended by early stopping: there is nothing to resume; train a new run")
+        if not reason.startswith("completed"):
+            raise MnistlabError(f"run {run.path} was stopped ({reason}): there is nothing to resume; train a new run")
+        if done >= budget.total_steps:
+            raise MnistlabError(
+                f"run {run.path} already finished its {epochs:g} epochs; pass a larger --epochs to train it longer"
+            )
+    if done > budget.total_steps:
+        raise MnistlabError(
+            f"run {run.path} has already trained {done / budget.steps_per_epoch:g} epochs, more than "
+            f"--epochs {epochs:g}: resume without --epochs, or pass a larger one"
+        )
+
+
+def restore_last_checkpoint(
+    run: Run, model: Any, optimizer: Any, scheduler: Any, callbacks: CallbackList, *,
+    budget: StepBudget, epochs: float, tidy: bool = True,
+) -> Resumed:
+    """Load a run's checkpoints/last.pt into the model, optimizer, scheduler and callbacks.
+
+    The random generators are left to the caller (each DDP rank restores its own stream).
+    With tidy, the run folder is brought level with last.pt: a run killed between writing
+    last.pt and the files after it gets its metrics.csv and best.pt back, and the temp files a
+    killed write leaves (never under a final name) are removed.
+    """
+    last = run.path / "checkpoints" / "last.pt"
+    ckpt = load_checkpoint(last)
+    spe = budget.steps_per_epoch
+    done = steps_done(ckpt, spe)
+    check_resumable(run, done, budget, epochs)
+    load_model_state(model, ckpt["state_dict"], str(last))
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if scheduler is not None and ckpt.get("scheduler"):
+        scheduler.load_state_dict(ckpt["scheduler"])
+    callbacks.load_state_dicts(ckpt)
+    start = done // spe + 1
+    # Rows of whole epochs, then the row of an epoch left half-done (completed by this resume).
+    history = [dict(r) for r in ckpt["history"] if int(r["epoch"]) < start]
+    partial = next((dict(r) for r in ckpt["history"] if int(r["epoch"]) == start), None) if done % spe else None
+    if partial is not None:
+        partial.setdefault("steps", done % spe)  # older checkpoints did not record it
+        history.append(partial)
+    if tidy:
+        _tidy(run.path, last, ckpt, history)
+    seconds = float(ckpt.get("train_seconds", 0.0))
+    total = max(seconds, float(ckpt.get("total_seconds", 0.0)), float(run.summary.get("total_seconds") or 0.0))
+    return Resumed(ckpt, history, done, seconds, total, partial)
+
+
+def _tidy(path: Path, last: Path, ckpt: dict[str, Any], history: list[dict[str, Any]]) -> None:
+    for stale in [*path.glob(".*.tmp"), *(path / "checkpoints").glob(".*.tmp")]:
+        stale.unlink(missing_ok=True)
+    write_metrics_csv(path / "metrics.csv", history)
+    best_epoch = (ckpt.get("early_stopping") or {}).get("best_epoch")
+    if best_epoch and best_epoch == int(ckpt["epoch"]):
+        link_or_copy(last, path / "checkpoints" / "best.pt")
