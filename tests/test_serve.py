@@ -15,6 +15,7 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from conftest import save_sideways, seven  # noqa: E402
 from mnistlab.predict import Predictor  # noqa: E402
 from mnistlab.serve.app import create_app  # noqa: E402
 
@@ -90,6 +91,18 @@ def test_same_answer_every_encoding(client: TestClient) -> None:
     b = client.post("/api/predict", content=png, headers={"content-type": "image/png"}).json()
     c = client.post("/api/predict", json={"image": "data:image/png;base64," + base64.b64encode(png).decode()}).json()
     assert a == b == c
+
+
+def test_exif_orientation_is_applied(client: TestClient) -> None:
+    upright, sideways = io.BytesIO(), io.BytesIO()
+    Image.fromarray(seven()).save(upright, format="PNG")
+    save_sideways(seven(), sideways, "PNG")
+    stored = io.BytesIO()
+    Image.open(io.BytesIO(sideways.getvalue())).save(stored, format="PNG")  # the same pixels, no EXIF
+    answers = [client.post("/api/predict", content=buf.getvalue(), headers={"content-type": "image/png"}).json()
+               for buf in (upright, sideways, stored)]
+    assert answers[1]["probabilities"] == answers[0]["probabilities"]
+    assert answers[2]["probabilities"] != answers[0]["probabilities"]  # the orientation matters to the model
 
 
 @pytest.mark.parametrize(
