@@ -5,13 +5,18 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import BinaryIO
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from mnistlab.data import DATASETS, DatasetSpec
 
@@ -26,8 +31,6 @@ _FAKE_WARNING_FILTER = "ignore:.*are not the official .* files:UserWarning"
 
 def _small_idx_files() -> dict[str, bytes]:
     """Decompressed IDX content of a 30/10-image dataset by file key, for the download tests' mirrors."""
-    import numpy as np
-
     from mnistlab.data.idx import idx_bytes
 
     rng = np.random.default_rng(1)
@@ -123,6 +126,34 @@ def tiny_spec(monkeypatch: pytest.MonkeyPatch) -> DatasetSpec:
     monkeypatch.setitem(DATASETS, "tiny", spec)
     monkeypatch.delenv("MNISTLAB_MIRRORS", raising=False)
     return spec
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG claiming width x height (1-bit gray) with a tiny IDAT: a decompression bomb's header."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+EXIF_ORIENTATION = 0x0112  # the EXIF tag
+
+
+def seven(h: int = 64, w: int = 48) -> np.ndarray:
+    """A "7": a bar along the top and a stroke down the right; no rotation or flip maps it onto itself."""
+    a = np.zeros((h, w), np.uint8)
+    a[h // 8 : h // 8 + 6, w // 6 : -w // 6] = 255
+    a[h // 8 : -h // 8, -w // 6 - 6 : -w // 6] = 255
+    return a
+
+
+def save_sideways(upright: np.ndarray, path: Path | BinaryIO, fmt: str) -> Path | BinaryIO:
+    """Save as a phone camera does: pixels rotated 90 degrees, EXIF Orientation=6 ("rotate 90 CW to show")."""
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6
+    Image.fromarray(np.rot90(upright)).save(path, format=fmt, exif=exif)
+    return path
 
 
 def pytest_configure(config: pytest.Config) -> None:

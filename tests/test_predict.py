@@ -224,6 +224,18 @@ def test_predict_command_formats_and_errors(quick_run: Path, tmp_path: Path) -> 
         assert o["top_k"][0]["probability"] == pytest.approx(o["confidence"])
 
 
+def test_empty_image_argument_is_a_usage_error(quick_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from mnistlab.cli import main
+
+    # `mnistlab predict RUN "$UNSET"` must not predict every image in the current folder.
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(bar_digit()).save(tmp_path / "here.png")
+    assert main(["predict", str(quick_run), ""]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "empty" in err and len(err.strip().splitlines()) == 1
+
+
 def test_predict_bad_run(tmp_path: Path) -> None:
     r = cli("predict", str(tmp_path / "norun"), str(tmp_path))
     assert r.returncode == 1 and "does not exist" in r.stderr

@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,7 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import write_fake_mnist
+from conftest import png_header_only, write_fake_mnist
 from mnistlab.cli import main
 
 
@@ -155,19 +153,10 @@ def test_run_name_cannot_leave_the_runs_folder(name, trained, tmp_path, capsys):
     assert not Path("/abs/evil").exists()
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG claiming width x height (1-bit gray) with a tiny IDAT: a decompression bomb's header."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-
-
 @pytest.mark.parametrize("size", [(30000, 30000), (5000, 5000)])
 def test_predict_refuses_decompression_bombs(size, trained, tmp_path, digit_png, capsys):
     bomb = tmp_path / "bomb.png"
-    bomb.write_bytes(_png_header_only(*size))
+    bomb.write_bytes(png_header_only(*size))
     code, out, err = run_cli(capsys, "predict", str(trained[1]), str(bomb), str(digit_png))
     assert code == 1 and "bomb.png" in err and "too large" in err
     assert "one.png" in out  # the good image is still predicted

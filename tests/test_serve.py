@@ -15,6 +15,7 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from conftest import save_sideways, seven  # noqa: E402
 from mnistlab.predict import Predictor  # noqa: E402
 from mnistlab.serve.app import create_app  # noqa: E402
 
@@ -30,7 +31,8 @@ def client() -> Any:
 
     torch.manual_seed(0)
     predictor = Predictor(create_model("fast").eval(), [0.1307], [0.3081], [str(i) for i in range(10)])
-    with TestClient(create_app(predictor, max_body=LIMIT)) as c:
+    # The server answers its own host names only (DNS rebinding guard): TestClient's "testserver" is not one.
+    with TestClient(create_app(predictor, max_body=LIMIT), base_url="http://127.0.0.1") as c:
         yield c
 
 
@@ -92,6 +94,18 @@ def test_same_answer_every_encoding(client: TestClient) -> None:
     assert a == b == c
 
 
+def test_exif_orientation_is_applied(client: TestClient) -> None:
+    upright, sideways = io.BytesIO(), io.BytesIO()
+    Image.fromarray(seven()).save(upright, format="PNG")
+    save_sideways(seven(), sideways, "PNG")
+    stored = io.BytesIO()
+    Image.open(io.BytesIO(sideways.getvalue())).save(stored, format="PNG")  # the same pixels, no EXIF
+    answers = [client.post("/api/predict", content=buf.getvalue(), headers={"content-type": "image/png"}).json()
+               for buf in (upright, sideways, stored)]
+    assert answers[1]["probabilities"] == answers[0]["probabilities"]
+    assert answers[2]["probabilities"] != answers[0]["probabilities"]  # the orientation matters to the model
+
+
 @pytest.mark.parametrize(
     "kwargs, status",
     [
@@ -104,15 +118,33 @@ def test_same_answer_every_encoding(client: TestClient) -> None:
         ({"json": ["image"]}, 422),
         ({"files": {"other": ("d.png", b"x", "image/png")}}, 422),
         ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415),
+        ({"content": b"[" * 30_000 + b"]" * 30_000, "headers": {"content-type": "application/json"}}, 400),
     ],
     ids=["garbage-bytes", "empty", "bad-json", "missing-field", "bad-base64", "not-a-string", "json-list",
-         "wrong-form-field", "text-plain"],
+         "wrong-form-field", "text-plain", "nested-30000-deep"],
 )
 def test_bad_requests_are_json_errors(client: TestClient, kwargs: dict[str, Any], status: int) -> None:
     r = client.post("/api/predict", **kwargs)
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("application/json")
     assert isinstance(r.json()["error"], str) and r.json()["error"]
+
+
+def test_base64_with_line_breaks_is_accepted(client: TestClient) -> None:
+    encoded = base64.b64encode(digit_png()).decode()
+    wrapped = "\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76)) + "\n"  # as `base64` writes it
+    plain = client.post("/api/predict", json={"image": "data:image/png;base64," + encoded})
+    r = client.post("/api/predict", json={"image": "data:image/png;base64," + wrapped.replace("\n", "\r\n")})
+    assert r.status_code == 200, r.text
+    assert r.json() == plain.json()
+    assert client.post("/api/predict", json={"image": wrapped}).json() == plain.json()
+
+
+def test_images_over_the_servers_pixel_limit_are_refused_from_the_header(client: TestClient) -> None:
+    buf = io.BytesIO()
+    Image.new("L", (2100, 2100)).save(buf, format="PNG")  # 4.4 MP: predict takes it, the server does not
+    r = client.post("/api/predict", content=buf.getvalue(), headers={"content-type": "image/png"})
+    assert r.status_code == 400 and "2100x2100" in r.json()["error"] and "4 megapixels" in r.json()["error"]
 
 
 def test_unsupported_image_format_rejected(client: TestClient) -> None:
@@ -183,6 +215,45 @@ def test_wrong_method(client: TestClient) -> None:
     r = client.get("/api/predict")
     assert r.status_code == 405
     assert "error" in r.json()
+
+
+def test_head_requests_are_answered(client: TestClient) -> None:
+    for path in ("/", "/api/health", "/static/index.html"):
+        r = client.head(path)
+        assert r.status_code == 200 and r.content == b"", path
+
+
+@pytest.mark.parametrize("host", ["rebound.example", "rebound.example:8000", "localhost.evil.example", "[::2]"])
+def test_requests_for_another_host_are_refused(client: TestClient, host: str) -> None:
+    # DNS rebinding: a page whose domain now points at 127.0.0.1 sends its own name as Host.
+    for r in (client.get("/api/health", headers={"host": host}),
+              client.post("/api/predict", content=digit_png(), headers={"host": host, "content-type": "image/png"})):
+        assert r.status_code == 403 and "--allow-host" in r.json()["error"], r.text
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost:8000", "LOCALHOST.", "[::1]:8000"])
+def test_loopback_names_are_served(client: TestClient, host: str) -> None:
+    assert client.get("/api/health", headers={"host": host}).status_code == 200
+
+
+@pytest.mark.parametrize("origin, status", [("http://evil.example", 403), ("null", 403),
+                                            ("http://localhost:3000", 403), ("http://127.0.0.1", 200)])
+def test_browser_posts_only_from_the_servers_own_page(client: TestClient, origin: str, status: int) -> None:
+    r = client.post("/api/predict", content=digit_png(), headers={"origin": origin, "content-type": "image/png"})
+    assert r.status_code == status, r.text
+    assert client.get("/api/health", headers={"origin": origin}).status_code == 200  # reading: the browser's CORS
+
+
+def test_host_policy_for_other_binds() -> None:
+    from mnistlab.serve.hosts import host_policy
+
+    wildcard = host_policy("0.0.0.0")
+    assert wildcard.allows("192.168.1.5:8000") and wildcard.allows("[fe80::1]") and wildcard.allows("localhost")
+    assert not wildcard.allows("rebound.example")
+    lan = host_policy("192.168.1.5", ["digits.example.org"])
+    assert lan.allows("192.168.1.5:8000") and lan.allows("digits.example.org") and not lan.allows("10.0.0.1")
+    assert lan.refusal({"host": "192.168.1.5", "origin": "https://digits.example.org"}, "POST") is None
+    assert host_policy("127.0.0.1", ["*"]).allows("anything.example")
 
 
 def test_serve_binds_localhost_by_default() -> None:

@@ -25,8 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import io
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -34,21 +32,18 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from mnistlab.errors import MnistlabError
+from mnistlab.data.images import (  # noqa: F401 - ImageError, MAX_PIXELS, open_image are this module's API too
+    ALLOWED_FORMATS,
+    IMAGE_SUFFIXES,
+    MAX_PIXELS,
+    ImageError,
+    open_image,
+    to_grayscale,
+)
+from mnistlab.errors import MnistlabError, UsageError
 
-# Refuse absurd images before decoding them: a 20 MP limit is far above any digit photo.
-MAX_PIXELS = 20_000_000
-# PIL warns above MAX_IMAGE_PIXELS and raises above twice that; we also turn the warning
-# into an error below, so a decompression bomb is refused whichever check sees it first.
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 # Pixels below this share of the brightest ink are noise, not ink.
 INK_THRESHOLD = 0.2
-
-
-class ImageError(MnistlabError):
-    """An input that is not a usable image (missing, empty, too large, unsupported format, corrupt)."""
 
 
 @dataclass
@@ -75,78 +70,6 @@ class Prediction:
         if top_k > 1:
             return f"{self.path}  " + "  ".join(f"{label}:{p:.3f}" for label, p in self.top_k)
         return f"{self.path}  {self.prediction}  {self.confidence:.3f}"
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def open_image(source: str | Path | bytes, name: str | None = None) -> Image.Image:
-    """Open an image from a path or bytes, refusing anything unsafe or unsupported.
-
-    The size is checked from the header (PIL's `open` is lazy) before any pixel is decoded.
-    Only PNG, JPEG, BMP and GIF are accepted; an animated GIF gives its first frame.
-
-    Raises:
-        ImageError: missing, empty, not an image, unsupported format, too large or corrupt.
-    """
-    label = name or (str(source) if not isinstance(source, bytes) else "image")
-    if isinstance(source, bytes):
-        data = source
-    else:
-        p = Path(source)
-        if not p.exists():
-            raise ImageError(f"{label}: no such file")
-        if not p.is_file():
-            raise ImageError(f"{label}: not a file")
-        try:
-            data = p.read_bytes()
-        except OSError as exc:
-            raise ImageError(f"{label}: cannot read: {exc.strerror or exc}") from None
-    if not data:
-        raise ImageError(f"{label}: empty file")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(io.BytesIO(data))
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageError(f"{label}: image is too large (over {MAX_PIXELS // 1_000_000} megapixels)") from None
-        except Exception:  # noqa: BLE001 - PIL raises many types for garbage input
-            raise ImageError(f"{label}: not an image (or an unsupported format; use PNG, JPEG, BMP or GIF)") from None
-        if img.format not in ALLOWED_FORMATS:
-            raise ImageError(f"{label}: {img.format} images are not supported; use PNG, JPEG, BMP or GIF")
-        width, height = img.size
-        if width < 1 or height < 1:
-            raise ImageError(f"{label}: image has no pixels")
-        if width * height > MAX_PIXELS:
-            raise ImageError(
-                f"{label}: image is too large ({width}x{height}, over {MAX_PIXELS // 1_000_000} megapixels)"
-            )
-        try:
-            img.seek(0)
-            img.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageError(f"{label}: image is too large (over {MAX_PIXELS // 1_000_000} megapixels)") from None
-        except Exception as exc:  # noqa: BLE001
-            raise ImageError(f"{label}: corrupt or truncated image ({str(exc)[:80]})") from None
-    return img
-
-
-def to_grayscale(img: Image.Image) -> np.ndarray:
-    """Float32 [H, W] in [0, 1]: transparency composited on white, palettes and 16-bit handled."""
-    if img.mode == "P":
-        # A palette may carry transparency; RGBA keeps it for the composite below.
-        img = img.convert("RGBA")
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float32)
-        top = 65535.0 if arr.max() > 255 else 255.0
-        return np.clip(arr / top, 0.0, 1.0)
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "RGB" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(white, rgba)
-    if img.mode == "F":
-        return np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
-    return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
 
 
 # --------------------------------------------------------------------------- preprocessing
@@ -254,9 +177,16 @@ def quantize(x: np.ndarray) -> np.ndarray:
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[str]:
-    """Files as given, folders expanded to their image files (sorted, non-recursive, no hidden files)."""
+    """Files as given, folders expanded to their image files (sorted, non-recursive, no hidden files).
+
+    Raises:
+        UsageError: an empty name (Path("") is the current folder: an empty shell variable must
+            not predict every image there).
+    """
     paths: list[str] = []
     for item in inputs:
+        if not str(item):
+            raise UsageError("an image or folder name is empty; pass a file or a folder (`.` for the current one)")
         p = Path(item)
         if p.is_dir():
             for child in sorted(p.iterdir()):

@@ -50,13 +50,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="a web page to draw digits and a JSON prediction API",
         description="Serve a page where you draw a digit and watch the prediction update, and the JSON API "
-        "POST /api/predict. Binds to 127.0.0.1 unless told otherwise.",
+        "POST /api/predict. Binds to 127.0.0.1 unless told otherwise, and answers only requests addressed "
+        "to the names it is bound to (a guard against DNS rebinding): add others with --allow-host.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  mnistlab serve runs/fast            # then open http://127.0.0.1:8000/\n",
+        epilog="examples:\n  mnistlab serve runs/fast            # then open http://127.0.0.1:8000/\n"
+        "  mnistlab serve runs/fast --host 0.0.0.0 --allow-host digits.example.org\n",
     )
     p.add_argument("run", metavar="RUN", help="a run folder (its best checkpoint) or a checkpoint .pt file")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0: any free port)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="HOST",
+                   help="also answer requests for HOST (a DNS name or a proxy's); repeatable; '*' answers any")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     p.set_defaults(handler=run_serve)
 
@@ -98,5 +102,5 @@ def run_serve(args: argparse.Namespace) -> int:
     """Start uvicorn with the app for this run."""
     from mnistlab.serve import serve
 
-    serve(args.run, host=args.host, port=args.port, checkpoint=args.checkpoint)
+    serve(args.run, host=args.host, port=args.port, checkpoint=args.checkpoint, allow_hosts=args.allow_host)
     return 0

@@ -12,6 +12,7 @@ import torch
 
 from mnistlab.data.catalog import FILE_KEYS, find_file, get_dataset_spec, resolve_data_root
 from mnistlab.data.idx import read_idx_with_digest
+from mnistlab.data.images import ImageError, read_grayscale
 from mnistlab.data.split import split_indices
 from mnistlab.errors import DataError
 
@@ -63,8 +64,9 @@ def load_dataset(name: str, data_dir: str | None = None, *, download: bool = Fal
     Args:
         name: a catalog name ("mnist", "fashion-mnist", "kmnist"), read from <root>/<name>/
             (.gz or uncompressed IDX files with the standard names); "folder:PATH" (PATH/train/<class>/
-            and PATH/test/<class>/, or PATH/<class>/ alone) of PNG/JPEG/BMP images, converted to
-            28x28 grayscale; or "csv:PATH", rows `label,pixel0,...,pixel783` with an optional header.
+            and PATH/test/<class>/, or PATH/<class>/ alone) of PNG/JPEG/BMP images, opened as `predict`
+            opens them (mnistlab.data.images: EXIF orientation, 16-bit scaling, size limit) and
+            converted to 28x28 grayscale; or "csv:PATH", rows `label,pixel0,...,pixel783` with an optional header.
             Folder and CSV data without a test split get a seeded 20% held out as test.
         data_dir: the data root for catalog names (default: $MNISTLAB_DATA, else ~/.cache/mnistlab).
         download: fetch missing catalog files instead of failing.
@@ -193,8 +195,6 @@ def _class_dirs(folder: Path) -> list[Path]:
 
 
 def _read_images(class_dirs: dict[str, Path], class_index: dict[str, int]) -> tuple[list[np.ndarray], list[int]]:
-    from PIL import Image, UnidentifiedImageError
-
     pixels: list[np.ndarray] = []
     labels: list[int] = []
     for cls, d in class_dirs.items():
@@ -204,13 +204,10 @@ def _read_images(class_dirs: dict[str, Path], class_index: dict[str, int]) -> tu
         )
         for path in files:
             try:
-                with Image.open(path) as img:
-                    img = img.convert("L")
-                    if img.size != (IMAGE_SIZE, IMAGE_SIZE):
-                        img = img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
-                    pixels.append(np.asarray(img, dtype=np.uint8))
-            except (UnidentifiedImageError, OSError, ValueError) as e:
-                raise DataError(f"cannot read image {path}: {e}; delete or replace the file") from None
+                # The loader `predict` uses: EXIF orientation, 16-bit scaling, size and format checks.
+                pixels.append(read_grayscale(path, IMAGE_SIZE))
+            except ImageError as e:
+                raise DataError(f"cannot read image {e}; delete or replace the file") from None
             labels.append(class_index[cls])
     return pixels, labels
 

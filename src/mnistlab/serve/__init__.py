@@ -7,6 +7,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from mnistlab.errors import MnistlabError
@@ -24,12 +25,32 @@ def build_app(run: Any, checkpoint: str = "best", **options: Any) -> Any:
     return create_app(Predictor.from_run(run, checkpoint), **options)
 
 
-def serve(run: Any, host: str = "127.0.0.1", port: int = 8000, checkpoint: str = "best") -> None:
-    """Serve a run until interrupted. Binds to 127.0.0.1 by default: pass host="0.0.0.0" to expose it."""
+def serve(run: Any, host: str = "127.0.0.1", port: int = 8000, checkpoint: str = "best",
+          allow_hosts: Sequence[str] = ()) -> None:
+    """Serve a run until interrupted. Binds to 127.0.0.1 by default: pass host="0.0.0.0" to expose it.
+
+    Args:
+        run: a run folder or checkpoint file.
+        host: the address to bind.
+        port: the port (0: any free one; the URL printed names it).
+        checkpoint: "best" or "last".
+        allow_hosts: Host names to answer besides the bound address's own (see hosts.py); "*": any.
+
+    Raises:
+        UsageError: a bad port.
+        MnistlabError: the port is in use or cannot be bound; the run cannot be loaded.
+    """
+    from mnistlab.serve import server
+
+    server.check_port(port)
     try:
-        import uvicorn
-    except ImportError:
-        raise MnistlabError("serving needs uvicorn: pip install 'mnistlab[serve]'") from None
-    app = build_app(run, checkpoint)
-    print(f"serving {run} on http://{host}:{port}/  (Ctrl+C to stop)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+        import uvicorn  # noqa: F401 - checked before the model is loaded
+
+        from mnistlab.serve.hosts import host_policy
+    except ImportError as exc:
+        raise MnistlabError(f"serving needs fastapi and uvicorn ({exc.name} is missing): "
+                            "pip install 'mnistlab[serve]'") from None
+    app = build_app(run, checkpoint, hosts=host_policy(host, allow_hosts))
+    sock = server.bind(host, port)
+    print(f"serving {run} on {server.url(sock)}  (Ctrl+C to stop)", flush=True)
+    server.run(app, sock)

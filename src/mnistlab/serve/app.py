@@ -9,7 +9,10 @@ Routes:
 POST /api/predict accepts the image three ways: a multipart form with the file in field
 `image`, the raw bytes with an image/* content type, or JSON {"image": "data:image/png;base64,..."}.
 Bodies over `max_body` bytes are refused with 413 (from Content-Length, and while reading, for
-clients that lie or stream). Every error is JSON: {"error": "..."}.
+clients that lie or stream); images over `max_pixels` with 400, from their header, before any
+pixel is decoded. Decoding and the model run in at most `workers` threads, off the event loop,
+so a slow upload never holds up another client (or /api/health). Requests for another Host, and
+browser POSTs from another site's page, get 403 (see hosts.py). Every error is JSON: {"error": "..."}.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -27,9 +32,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from mnistlab.predict import ImageError, Predictor, open_image
+from mnistlab.serve.hosts import HostGuard, HostPolicy, host_policy
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_BODY = 2 * 1024 * 1024  # a drawn digit is a few KB; 2 MB leaves room for photos
+# Preprocessing holds several float copies of an image: per request, predict's 20 MP would be
+# hundreds of MB and seconds of CPU; 4 MP (a 2000x2000 scan) is a fifth of that.
+MAX_PIXELS = 4_000_000
+WORKERS = 2  # images decoded and predicted at once; the others wait their turn
 _MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                 ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png",
                 ".ico": "image/x-icon"}
@@ -78,6 +88,8 @@ def _decode_data_url(value: Any) -> bytes:
         header, sep, payload = value.partition(",")
         if not sep or ";base64" not in header:
             raise ApiError(422, 'field "image" must be a base64 data URL ("data:image/png;base64,...")')
+    # Tools (base64, openssl, MIME) wrap base64 at 64 or 76 columns: line breaks are not errors.
+    payload = "".join(payload.split())
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
@@ -111,6 +123,8 @@ async def _image_bytes(request: Request, limit: int) -> bytes:
             doc = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise ApiError(400, "body is not valid JSON") from None
+        except RecursionError:  # [[[[... nested deeper than Python's parser recurses
+            raise ApiError(400, "body is not valid JSON (nested too deeply)") from None
         if not isinstance(doc, dict) or "image" not in doc:
             raise ApiError(422, 'JSON body must be an object with an "image" field')
         return _decode_data_url(doc["image"])
@@ -122,13 +136,23 @@ async def _image_bytes(request: Request, limit: int) -> bytes:
     )
 
 
-def create_app(predictor: Predictor, *, max_body: int = MAX_BODY, title: str = "mnistlab") -> FastAPI:
-    """The app for one loaded model. `max_body` caps request bodies (bytes)."""
-    app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
-    # Only the files shipped beside this module are served: the name must be one of them,
-    # so no path (.., %2e%2e, absolute, symlink games) can reach anything else.
-    static_files = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file() and not p.name.startswith(".")} \
-        if STATIC_DIR.is_dir() else {}
+def _predict_upload(predictor: Predictor, data: bytes, max_pixels: int) -> dict[str, Any]:
+    """The JSON answer for one uploaded image (runs in a worker thread: decoding is the slow part)."""
+    try:
+        image = open_image(data, name="uploaded image", max_pixels=max_pixels)
+    except ImageError as exc:
+        raise ApiError(415 if "supported" in str(exc) or "not an image" in str(exc) else 400, str(exc)) from None
+    result = predictor.predict_images([image], ["upload"], top_k=len(predictor.classes))[0]
+    return {
+        "prediction": result.prediction,
+        "confidence": result.confidence,
+        "probabilities": result.probabilities,
+        "labels": predictor.classes,
+    }
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error as {"error": message}, with its status (404 and 405 included)."""
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -143,6 +167,33 @@ def create_app(predictor: Predictor, *, max_body: int = MAX_BODY, title: str = "
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         return _error(422, f"invalid request: {exc.errors()[:1]}")
 
+    @app.exception_handler(Exception)
+    async def _bug(_: Request, exc: Exception) -> JSONResponse:
+        # A bug of ours, not the client's: still JSON (the traceback goes to the server's log).
+        return _error(500, f"internal error: {type(exc).__name__}")
+
+
+def create_app(predictor: Predictor, *, max_body: int = MAX_BODY, max_pixels: int = MAX_PIXELS,
+               workers: int = WORKERS, hosts: HostPolicy | None = None, title: str = "mnistlab") -> FastAPI:
+    """The app for one loaded model.
+
+    Args:
+        predictor: the model.
+        max_body: the largest request body accepted (bytes).
+        max_pixels: the largest image accepted (pixels, from its header).
+        workers: how many uploads are decoded and predicted at once (in threads).
+        hosts: the Host names answered (default: a loopback server's, `host_policy("127.0.0.1")`).
+        title: the app's title.
+    """
+    app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(HostGuard, policy=hosts if hosts is not None else host_policy("127.0.0.1"))
+    _add_error_handlers(app)
+    limiter = anyio.CapacityLimiter(max(1, workers))
+    # Only the files shipped beside this module are served: the name must be one of them,
+    # so no path (.., %2e%2e, absolute, symlink games) can reach anything else.
+    static_files = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file() and not p.name.startswith(".")} \
+        if STATIC_DIR.is_dir() else {}
+
     def _static(name: str) -> FileResponse:
         path = static_files.get(name)
         if path is None:
@@ -150,32 +201,22 @@ def create_app(predictor: Predictor, *, max_body: int = MAX_BODY, title: str = "
         return FileResponse(path, media_type=_MEDIA_TYPES.get(path.suffix, "application/octet-stream"),
                             headers={"Cache-Control": "no-cache"})
 
-    @app.get("/", include_in_schema=False)
+    # HEAD as well as GET: link checkers and `curl -I` ask for the headers only.
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def index() -> FileResponse:
         return _static("index.html")
 
-    @app.get("/static/{name}", include_in_schema=False)
+    @app.api_route("/static/{name}", methods=["GET", "HEAD"], include_in_schema=False)
     async def static(name: str) -> FileResponse:
         return _static(name)
 
-    @app.get("/api/health")
+    @app.api_route("/api/health", methods=["GET", "HEAD"])
     async def health() -> dict[str, Any]:
         return {"status": "ok", "labels": predictor.classes, "image_size": predictor.image_size}
 
     @app.post("/api/predict")
     async def predict(request: Request) -> dict[str, Any]:
         data = await _image_bytes(request, max_body)
-        try:
-            image = open_image(data, name="uploaded image")
-        except ImageError as exc:
-            raise ApiError(415 if "supported" in str(exc) or "not an image" in str(exc) else 400, str(exc)) from None
-        # The model is small and CPU-bound: run it inline (a thread would not make it faster).
-        result = predictor.predict_images([image], ["upload"], top_k=len(predictor.classes))[0]
-        return {
-            "prediction": result.prediction,
-            "confidence": result.confidence,
-            "probabilities": result.probabilities,
-            "labels": predictor.classes,
-        }
+        return await anyio.to_thread.run_sync(_predict_upload, predictor, data, max_pixels, limiter=limiter)
 
     return app
