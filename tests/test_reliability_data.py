@@ -155,6 +155,36 @@ def test_folder_dataset_with_corrupt_image(tmp_path, capsys):
     assert code == 1 and "broken.png" in line and ("delete" in line or "replace" in line)
 
 
+def _png_classes(folder: Path, counts: dict[str, int]) -> None:
+    from PIL import Image
+
+    for cls, count in counts.items():
+        (folder / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            Image.fromarray(np.full((28, 28), 30 + 40 * i, dtype=np.uint8)).save(folder / cls / f"{i}.png")
+
+
+@pytest.mark.parametrize("layout", ["tiny classes", "empty test folders"])
+def test_folder_dataset_without_test_images_is_refused_at_load(layout, tmp_path, capsys):
+    root = tmp_path / "digits"
+    if layout == "tiny classes":  # 20% of 2 images rounds to 0: nothing to hold out
+        _png_classes(root, {"a": 2, "b": 1})
+        needed = "at least 3"
+    else:  # train/ and test/ layout whose test class folders hold no image
+        _png_classes(root / "train", {"a": 3, "b": 3})
+        (root / "test" / "a").mkdir(parents=True)
+        (root / "test" / "a" / "notes.txt").write_text("not an image")
+        needed = "add test images"
+    runs = tmp_path / "runs"
+    code, _, err = run_cli(capsys, *train_args(tmp_path, runs, "--dataset", f"folder:{root}"))
+    line = error_line(err)
+    assert code == 1 and str(root) in line and needed in line, line
+    assert not runs.exists() or not any(runs.iterdir())  # refused before the run folder is made
+    code, _, err = run_cli(capsys, "data", "show", "--dataset", f"folder:{root}", "--split", "test",
+                           "--out", str(tmp_path / "grid.png"))
+    assert code == 1 and needed in error_line(err) and not (tmp_path / "grid.png").exists()
+
+
 @pytest.mark.parametrize(
     "row, reason",
     [
