@@ -419,3 +419,25 @@ def test_disk_full_while_checkpointing_keeps_previous_checkpoint(tmp_path, monke
     code, _, err = run_cli(capsys, "train", "--resume", str(run), "-q", "--no-plots")
     assert code == 0, err
     assert json.loads((run / "summary.json").read_text())["epochs_run"] == 3
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_follow_the_umask(umask, tmp_path, server, tiny_spec, monkeypatch, capsys):
+    """Run files, checkpoints and downloads get 0666 & ~umask, like any file: a shared folder stays readable."""
+    root = tmp_path / "data"
+    write_fake_mnist(root / "mnist")
+    monkeypatch.setenv("MNISTLAB_MIRRORS", server.serve_dataset("ok", GZ))
+    previous = os.umask(umask)
+    try:
+        code, _, err = run_cli(capsys, *train_args(root, tmp_path / "runs", "--name", "shared"))
+        assert code == 0, err
+        code, err = download(capsys, root)
+        assert code == 0, err
+    finally:
+        os.umask(previous)
+    run = tmp_path / "runs" / "shared"
+    written = [run / "config.yaml", run / "metrics.csv", run / "summary.json", run / "environment.json",
+               run / "checkpoints" / "last.pt", run / "checkpoints" / "best.pt",
+               *(root / "tiny" / name for name in NAMES.values())]
+    modes = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in written}
+    assert modes == {name: oct(0o666 & ~umask) for name in modes}

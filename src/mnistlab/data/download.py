@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.client
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 from mnistlab.data.catalog import FILE_KEYS, IMAGE_SIDE, DatasetSpec, find_file, get_dataset_spec
 from mnistlab.data.idx import IdxFormatError, check_idx
 from mnistlab.errors import DataError
+from mnistlab.tmpfiles import create_temp
 
 _CHUNK = 1 << 20
 _USER_AGENT = "mnistlab (python urllib)"
@@ -154,10 +154,10 @@ def _download_file(spec: DatasetSpec, key: str, folder: Path, mirrors: list[str]
     for base in mirrors:
         url = base.rstrip("/") + "/" + gz_name
         # A unique dot-name in the target folder: os.replace is then atomic (same filesystem)
-        # and concurrent downloads of the same file cannot clobber each other.
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{gz_name}.", suffix=".part", dir=folder)
+        # and concurrent downloads of the same file cannot clobber each other. Not mkstemp: its
+        # 0600 would make a shared data folder unreadable to other users; this follows the umask.
+        fd, tmp = create_temp(folder, prefix=f".{gz_name}.", suffix=".part")
         os.close(fd)
-        tmp = Path(tmp_name)
         try:
             try:
                 _fetch(url, tmp, timeout=timeout, progress=progress, max_bytes=max_download_bytes(spec, key))
