@@ -6,6 +6,7 @@ uint32 per dimension, then the values in C order (big-endian for multi-byte type
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import math
@@ -155,19 +156,20 @@ def _stream(path: Path, keep: bool, max_bytes: int | None) -> tuple[_Header, str
     buf = bytearray()
     header: _Header | None = None
     seen = 0
-    for chunk in _chunks(path):
-        sha.update(chunk)
-        seen += len(chunk)
-        if keep or header is None:
-            buf += chunk
-        if header is None:
-            header = _parse_header(path, buf, final=False)
-            if header is not None:
-                _check_size(path, header, max_bytes)
-                if not keep:
-                    buf = bytearray()
-        if header is not None and seen > header.total:
-            raise IdxFormatError(path, f"has trailing bytes: {_needs(header)}, the file has more")
+    with contextlib.closing(_chunks(path)) as chunks:  # closes the file at once when a check fails
+        for chunk in chunks:
+            sha.update(chunk)
+            seen += len(chunk)
+            if keep or header is None:
+                buf += chunk
+            if header is None:
+                header = _parse_header(path, buf, final=False)
+                if header is not None:
+                    _check_size(path, header, max_bytes)
+                    if not keep:
+                        buf = bytearray()
+            if header is not None and seen > header.total:
+                raise IdxFormatError(path, f"has trailing bytes: {_needs(header)}, the file has more")
     if header is None:
         header = _parse_header(path, buf, final=True)
         assert header is not None  # final=True raises instead
