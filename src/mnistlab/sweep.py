@@ -92,23 +92,13 @@ def run_name(values: dict[str, str]) -> str:
     return name[:120] if name[0].isalnum() else "r" + name[:119]
 
 
-def _typed(value: str) -> Any:
-    """A grid value for a TrainConfig field, typed as YAML would (0.1 -> float, true -> bool)."""
-    import yaml
-
-    try:
-        return yaml.safe_load(value)
-    except yaml.YAMLError:
-        return value
-
-
 def plan_sweep(base: dict[str, Any], grid: list[tuple[str, list[str]]]) -> list[SweepRun]:
     """Every combination of the grid as a SweepRun, each config resolved and validated now.
 
     Grid keys that are TrainConfig fields set that field; any other key is a model option
     (like `--set`). Raises UsageError on the first bad combination, before anything runs.
     """
-    from mnistlab.config import TrainConfig, field_names, resolve_config
+    from mnistlab.config import TrainConfig, coerce_value, field_names, resolve_config
     from mnistlab.runs import check_run_name
 
     fields = set(field_names())
@@ -120,7 +110,8 @@ def plan_sweep(base: dict[str, Any], grid: list[tuple[str, list[str]]]) -> list[
         config = {**base, "model_options": dict(base.get("model_options") or {})}
         for key, value in values.items():
             if key in fields:
-                config[key] = _typed(value)
+                # Typed by the field's declared type, as a config file's values are (1e-3 -> 0.001).
+                config[key] = coerce_value(key, value, f"--grid {key}")
             else:
                 config["model_options"][key] = value  # typed by the model's signature in resolve_config
         name = check_run_name(run_name(values))

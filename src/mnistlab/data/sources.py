@@ -18,6 +18,7 @@ from mnistlab.errors import DataError
 
 IMAGE_SIZE = 28
 HOLDOUT_FRACTION = 0.2  # test share held out of folder and CSV datasets that have no test split
+MAX_CSV_CLASSES = 1000  # CSV labels are class numbers 0..K-1; a larger one is a typo, not class 100000000
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
 
@@ -74,7 +75,8 @@ def load_dataset(name: str, data_dir: str | None = None, *, download: bool = Fal
 
     Raises:
         DataError: missing files (saying where to put them and how to download them), corrupt
-            files, labels out of range, image/label count mismatches, unreadable images, bad CSV rows.
+            files, labels out of range, image/label count mismatches, unreadable images, bad CSV rows,
+            folder or CSV data that gives an empty test split.
         UsageError: unknown dataset name.
     """
     if name.startswith("folder:"):
@@ -181,9 +183,23 @@ def _mean_std(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...
     return tuple(means), tuple(stds)
 
 
-def _holdout(images: torch.Tensor, labels: torch.Tensor, seed: int):
-    """(train_x, train_y, test_x, test_y) with a seeded, stratified 20% held out as test."""
+def _holdout(
+    images: torch.Tensor, labels: torch.Tensor, seed: int, source: Path, unit: str, fix: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(train_x, train_y, test_x, test_y) with a seeded, stratified 20% held out as test.
+
+    Each class gives round(20%) of its `unit`s (images, rows), so classes of 1-2 give none; when
+    that leaves no test split at all, a DataError naming `source` and `fix` (another way to get a
+    test split) is raised here, at load time, before any run folder exists.
+    """
     train_idx, test_idx = split_indices(labels, HOLDOUT_FRACTION, seed, stratify=True)
+    if len(test_idx) == 0:
+        largest = int(torch.bincount(labels).max())
+        raise DataError(
+            f"{source} has too few {unit}s to hold out a test split: {HOLDOUT_FRACTION:.0%} of each class is "
+            f"held out (rounded) and its largest class has {largest}, while one test {unit} needs a class of "
+            f"at least 3; {fix}"
+        )
     return images[train_idx], labels[train_idx], images[test_idx], labels[test_idx]
 
 
@@ -246,8 +262,17 @@ def _load_folder(name: str, path: Path, seed: int) -> ImageData:
             )
         # A class missing from test keeps its label index: labels always come from the train classes.
         test_x, test_y = _stack(*_read_images({p.name: p for p in test_paths}, index))
+        if len(test_y) == 0:
+            raise DataError(
+                f"{test_root} holds no images (.png, .jpg, .jpeg, .bmp) in class folders: add test images to "
+                f"{test_root}/<class name>/, or remove {test_root} to hold out {HOLDOUT_FRACTION:.0%} of "
+                f"{train_root} as test"
+            )
     else:
-        train_x, train_y, test_x, test_y = _holdout(train_x, train_y, seed)
+        train_x, train_y, test_x, test_y = _holdout(
+            train_x, train_y, seed, path, "image",
+            f"add images, or put test images in {path}/test/<class name>/ (and train images in {path}/train/)",
+        )
     mean, std = _mean_std(train_x)
     return ImageData(
         name=name, train_images=train_x, train_labels=train_y, test_images=test_x, test_labels=test_y,
@@ -260,7 +285,7 @@ def _load_folder(name: str, path: Path, seed: int) -> ImageData:
 
 def _first_bad_line(path: Path, skip_header: bool, ncols: int | None) -> str:
     """Find the first malformed line (slow, only run after the fast parser failed)."""
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         for lineno, line in enumerate(f, start=1):
             if lineno == 1 and skip_header or not line.strip():
                 continue
@@ -276,20 +301,44 @@ def _first_bad_line(path: Path, skip_header: bool, ncols: int | None) -> str:
     return "unreadable content"
 
 
+def _as_int(field: str) -> int | None:
+    try:
+        return int(field.strip().strip('"'))
+    except ValueError:
+        return None
+
+
+def _is_header(first: str) -> bool:
+    """Whether the first line names the columns rather than holding a row.
+
+    A header names its pixel columns (`label,pixel0,...`, or numbers them `label,0,1,2,...`). A first
+    line whose only text is the label (`seven,0,0,...`) is a data row with a bad label: taking it
+    for a header would drop it silently, so it is parsed and reported as line 1.
+    """
+    values = [_as_int(f) for f in first.rstrip("\r\n").split(",")]
+    if all(v is not None for v in values):
+        return False
+    pixels = values[1:]
+    if any(v is None for v in pixels):
+        return True
+    return len(pixels) > 1 and pixels == list(range(pixels[0], pixels[0] + len(pixels)))
+
+
 def _load_csv(name: str, path: Path, seed: int) -> ImageData:
     if not path.is_file():
         raise DataError(f"{path} does not exist; csv:PATH needs a file of rows label,pixel0,...,pixel783")
-    with open(path, encoding="utf-8", errors="replace") as f:
+    # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first field.
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         first = f.readline()
     if not first.strip():
         raise DataError(f"{path} is empty; it needs rows label,pixel0,...,pixel783")
-    head = first.split(",")[0].strip().strip('"')
-    has_header = not head.lstrip("-").isdigit()
+    has_header = _is_header(first)
     try:
         # numpy's C parser: ~100x faster than a Python loop on a 100 MB MNIST CSV.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "input contained no data": reported below
-            table = np.loadtxt(path, delimiter=",", dtype=np.int64, skiprows=int(has_header), ndmin=2)
+            table = np.loadtxt(path, delimiter=",", dtype=np.int64, skiprows=int(has_header), ndmin=2,
+                               encoding="utf-8-sig")
     except ValueError:
         ncols = len(first.split(",")) if has_header else None
         raise DataError(f"{path}: {_first_bad_line(path, has_header, ncols)}; fix or remove that row") from None
@@ -310,10 +359,16 @@ def _load_csv(name: str, path: Path, seed: int) -> ImageData:
     bad_rows = np.nonzero(labels < 0)[0]
     if len(bad_rows):
         raise DataError(f"{path} line {bad_rows[0] + 1 + header_lines} has a negative label; labels are 0..K-1")
+    bad_rows = np.nonzero(labels >= MAX_CSV_CLASSES)[0]
+    if len(bad_rows):
+        raise DataError(
+            f"{path} line {bad_rows[0] + 1 + header_lines} has label {labels[bad_rows[0]]}; labels are class "
+            f"numbers 0..K-1 with at most {MAX_CSV_CLASSES} classes: fix that row"
+        )
     images = torch.from_numpy(pixels.astype(np.uint8).reshape(-1, 1, side, side))
     y = torch.from_numpy(labels)
     classes = [str(i) for i in range(int(labels.max()) + 1)]
-    train_x, train_y, test_x, test_y = _holdout(images, y, seed)
+    train_x, train_y, test_x, test_y = _holdout(images, y, seed, path, "row", "add rows")
     mean, std = _mean_std(train_x)
     return ImageData(
         name=name, train_images=train_x, train_labels=train_y, test_images=test_x, test_labels=test_y,

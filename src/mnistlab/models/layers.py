@@ -46,3 +46,13 @@ class Dropout(nn.Dropout):
         if not self.training or x.device.type != "cpu" or self.inplace or not 0.0 < self.p < 1.0:
             return super().forward(x)
         return x * cpu_dropout_mask(x.shape, self.p, x.dtype, x.device)
+
+
+def no_dropout() -> nn.Module:
+    """What a builder puts where its dropout layer goes when the dropout option is None (no dropout).
+
+    An `nn.Identity` in the dropout's place keeps the positions of the layers after it, so the
+    state-dict keys are those of the default build: checkpoints written while an option given as
+    None still got its default (dropout on; they recorded the None) load into it, and evaluate the same.
+    """
+    return nn.Identity()

@@ -50,10 +50,13 @@ def atomic_write_bytes(path: Path, write: Any) -> None:
 
     A crash at any moment leaves either the old file or the new one, never half of one.
     """
+    from mnistlab.tmpfiles import create_temp
+
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # Not mkstemp: its files are 0600 whatever the umask, unreadable in a shared runs folder.
+        fd, tmp = create_temp(path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
         raise WriteError(path, exc) from None
     try:
