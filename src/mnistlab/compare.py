@@ -181,8 +181,7 @@ def run_row(run: Run | Path | str) -> dict[str, Any]:
         options = key_options(config) if config else ""
     except Exception:  # noqa: BLE001 - the options column is a convenience, never a reason to fail
         options = ""
-    # The test metrics sit at the top level of summary.json (split: test); older runs nest them.
-    test = summary if "accuracy" in summary else (summary.get("test") or {})
+    test = run.test_metrics
     return {
         "name": run.name,
         "model": config.get("model") or summary.get("model"),

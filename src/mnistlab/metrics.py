@@ -12,6 +12,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+# The keys of classification_metrics, in its order.
+METRIC_KEYS = (
+    "accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro", "confusion_matrix", "per_class", "samples",
+)
+
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax in float64 (stable for large logits)."""

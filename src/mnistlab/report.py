@@ -97,7 +97,7 @@ def write_run_report(
 
     # Metrics: recomputed from the logits when given (evaluate may use another checkpoint than
     # train did), else the test metrics summary.json recorded.
-    metrics: dict[str, Any] = summary if "accuracy" in summary else dict(summary.get("test") or {})
+    metrics: dict[str, Any] = run.test_metrics
     if logits is not None:
         try:
             from mnistlab.metrics import classification_metrics
