@@ -20,7 +20,9 @@ def test_mask_drops_a_fraction_p_and_scales_the_rest(p: float) -> None:
     dropped = (mask == 0).float().mean().item()
     # Binomial(n, p): 5 standard deviations, plus p's rounding to 1/65536.
     assert abs(dropped - p) < 5 * math.sqrt(p * (1 - p) / n) + 1 / 65536
-    assert torch.allclose(mask[mask != 0], torch.full_like(mask[mask != 0], 1 / (1 - p)))
+    # The kept elements carry the scale of the p the lanes drew (p rounded to 1/65536): mean 1.
+    drawn = round(p * 65536) / 65536
+    assert torch.allclose(mask[mask != 0], torch.full_like(mask[mask != 0], 1 / (1 - drawn)))
 
 
 def test_every_lane_of_a_random_word_is_used_evenly() -> None:
@@ -92,3 +94,29 @@ def test_zoo_models_use_it() -> None:
         model = create_model(name, **options)
         drops = [m for m in model.modules() if isinstance(m, nn.Dropout)]
         assert drops and all(isinstance(m, Dropout) for m in drops), name
+
+
+# Probabilities up to 1, through the ones the 16-bit lanes cannot represent (p or 1 - p under 2**-8,
+# where rounding p to 1/65536 would change it by more than 0.2%): those fall back to torch's dropout.
+P_GRID = [0.0, 1e-6, 2**-17, 1e-3, 2**-8, 0.1, 0.5, 0.9, 0.99, 1 - 2**-8, 0.999, 0.9999, 0.99999, 0.999995,
+          1 - 2**-17, 1 - 1e-7, 1.0]
+
+
+@pytest.mark.parametrize("p", P_GRID)
+@pytest.mark.parametrize("how", ["layer", "mask"])
+def test_mean_is_kept_for_every_p_up_to_1(p: float, how: str) -> None:
+    torch.manual_seed(4)
+    n = 1 << 22
+    if how == "layer":
+        y = Dropout(p).train()(torch.ones(n))
+    else:
+        y = cpu_dropout_mask(torch.Size([n]), p, torch.float32, torch.device("cpu"))
+    kept = y[y != 0]
+    if p == 1.0:
+        assert kept.numel() == 0
+        return
+    # Kept elements carry the scale of the p actually drawn, which differs from p by at most 0.2%.
+    assert torch.allclose(kept, torch.full_like(kept, 1 / (1 - p)), rtol=2e-3), (p, kept[:3])
+    # Binomial counts: 5 standard deviations, plus p's rounding to 1/65536 on the fast path.
+    assert abs(kept.numel() / n - (1 - p)) <= 5 * math.sqrt(p * (1 - p) / n) + 2**-17
+    assert abs(y.mean().item() - 1) <= 5 * math.sqrt(p / ((1 - p) * n)) + 2e-3
