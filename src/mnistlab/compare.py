@@ -120,11 +120,12 @@ def collect_runs(args: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
     return found, notes
 
 
-def _short(value: Any) -> str:
+def short_value(value: Any) -> str:
+    """A setting as the options column writes it: `true`, `784,128`, `0.001`."""
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, (list, tuple)):
-        return ",".join(_short(v) for v in value)
+        return ",".join(short_value(v) for v in value)
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
@@ -142,12 +143,13 @@ def key_options(config: dict[str, Any]) -> str:
     parts: list[str] = []
     for key, value in options.items():
         default = None if defaults is None else defaults["model_options"].get(key)
-        if defaults is None or _short(value) != _short(default):
-            parts.append(f"{key}={_short(value)}")
+        if defaults is None or short_value(value) != short_value(default):
+            parts.append(f"{key}={short_value(value)}")
     if defaults is not None:
         for key in _MAIN_FIELDS:
-            if key in config and config[key] is not None and _short(config[key]) != _short(defaults.get(key)):
-                parts.append(f"{key}={_short(config[key])}")
+            value = config.get(key)
+            if value is not None and short_value(value) != short_value(defaults.get(key)):
+                parts.append(f"{key}={short_value(value)}")
     return " ".join(parts)
 
 
