@@ -10,14 +10,17 @@ from torch import nn
 # Keep-mask resolution: one 16-bit lane per element, so p is rounded to a multiple of 1/65536.
 _LANE_VALUES = 1 << 16
 _LANES_PER_WORD = 4  # 16-bit lanes in one 64-bit random word
-# The lanes stand in for p only where that rounding (at most 2**-17) moves neither p nor 1 - p
-# by more than 0.2%; beyond (p under 2**-8 or over 1 - 2**-8, up to 1) torch's own draw is used.
-_MIN_LANE_P = 2.0**-8
+_ROUNDING = 0.5 / _LANE_VALUES  # the most that rounding to 1/65536 moves p
 
 
 def lanes_represent(p: float) -> bool:
-    """Whether the 16-bit lanes of `cpu_dropout_mask` draw p (and 1 - p) to within 0.2%."""
-    return _MIN_LANE_P <= p <= 1.0 - _MIN_LANE_P
+    """Whether the 16-bit lanes of `cpu_dropout_mask` draw p to within 0.2% and the keep
+    probability 1 - p (and so the layer's mean) to within 0.01%: p in [2**-8, about 0.92].
+
+    Outside (p near 0, p near 1 up to 1 itself) the rounding would change what is asked for:
+    for p >= 1 - 2**-17 it would even round to 1, whose threshold does not fit the lanes.
+    """
+    return _ROUNDING <= 2e-3 * p and _ROUNDING <= 1e-4 * (1.0 - p)
 
 
 def cpu_dropout_mask(shape: torch.Size, p: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -25,9 +28,9 @@ def cpu_dropout_mask(shape: torch.Size, p: float, dtype: torch.dtype, device: to
 
     Built from full-range 64-bit words of torch's own generator, split into four 16-bit lanes,
     one lane per element: the draw is as seeded and as resumable as `bernoulli_`, and one
-    64-bit draw serves four elements. The lanes draw p rounded to 1/65536, and the kept
-    elements are scaled by that p's 1/(1-p), so the mask's mean stays 1. Where the lanes
-    cannot represent p (see `lanes_represent`) the mask is drawn with `bernoulli_`.
+    64-bit draw serves four elements. The lanes draw p rounded to 1/65536, which is used only
+    where that keeps the mask's mean within 0.01% of 1 (see `lanes_represent`); elsewhere the
+    mask is drawn with `bernoulli_`. The scale is torch's 1/(1-p) either way.
     """
     if not lanes_represent(p):
         if p >= 1.0:
@@ -39,12 +42,12 @@ def cpu_dropout_mask(shape: torch.Size, p: float, dtype: torch.dtype, device: to
     # draws from [0, 2**63), which would leave the top lane never negative.)
     words.random_(-(2**63), None)
     lanes = words.view(torch.int16)[:n].view(shape)  # each lane uniform on [-32768, 32767]
-    drop_values = round(p * _LANE_VALUES)  # in [256, 65280]: the threshold below fits in int16
-    threshold = drop_values - _LANE_VALUES // 2  # P(lane < threshold) = drop_values / 65536
+    # P(lane < threshold) = p rounded to 1/65536; in range, the threshold fits in int16.
+    threshold = round(p * _LANE_VALUES) - _LANE_VALUES // 2
     mask = torch.empty(shape, dtype=dtype, device=device)
     # Compare straight into the float mask: one pass instead of a bool tensor and a cast.
     torch.ge(lanes, threshold, out=mask)
-    return mask.mul_(_LANE_VALUES / (_LANE_VALUES - drop_values))  # 1 / (1 - the p drawn)
+    return mask.mul_(1.0 / (1.0 - p))
 
 
 class Dropout(nn.Dropout):
@@ -54,8 +57,8 @@ class Dropout(nn.Dropout):
     element: in the profiler, 29% of the DNN tutorial network's whole training step at batch
     256 (`python benchmarks/probe_step.py dnn`). `cpu_dropout_mask` makes the same Bernoulli(1 - p) keep mask (up to p rounded
     to 1/65536) from a quarter of the generator calls. Other devices, p that the 16-bit lanes
-    cannot represent (under 2**-8 or above 1 - 2**-8, p = 0 and 1 included), in-place use and
-    eval mode keep torch's own path.
+    cannot represent closely enough (under 2**-8 or above about 0.92, p = 0 and 1 included),
+    in-place use and eval mode keep torch's own path.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
