@@ -147,13 +147,29 @@ def test_a_rerun_with_changed_settings_is_refused_naming_them(tmp_path: Path, fa
     assert "  skipped " not in err and "  started " not in err
     assert _snapshot(folder) == before  # nothing deleted, retrained or rewritten
 
-    # A model option in the base settings counts too; output-only settings do not.
+    # Output-only settings do not count.
     assert main(_sweep_argv(tmp_path, fake_mnist_root, "--no-plots", "--workers", "1", "--quiet")) == 0
     assert capsys.readouterr().err.count("skipped") == 2
 
     # A new --name is a new sweep with the new settings, beside the old one.
     assert main(_sweep_argv(tmp_path, fake_mnist_root, "--epochs", "2", "--name", "two-epochs")) == 0
     assert json.loads((tmp_path / "two-epochs" / "lr=0.5" / "summary.json").read_text())["epochs_run"] == 2
+
+
+def test_config_changes_name_model_options_and_settings(tmp_path: Path) -> None:
+    from mnistlab.runs import write_yaml
+    from mnistlab.sweep import config_changes
+
+    [planned] = plan_sweep({"model": "dnn", "model_options": {"hidden_dims": "784,128"}}, parse_grid(["lr=0.01"]))
+    run = tmp_path / "lr=0.01"
+    run.mkdir()
+    # As train writes it: the resolved config with its own output settings and the package version.
+    write_yaml(run / "config.yaml", {**planned.resolved, "out": "elsewhere", "name": "lr=0.01-2", "progress": "bar",
+                                     "threads": 3, "plots": False, "package_version": "0.0.1"})
+    assert config_changes(run, planned.resolved) == []
+    [other] = plan_sweep({"model": "dnn", "model_options": {"hidden_dims": "784,256"}, "epochs": 3},
+                         parse_grid(["lr=0.01"]))
+    assert config_changes(run, other.resolved) == ["hidden_dims 784,128 -> 784,256", "epochs 100 -> 3"]
 
 
 def test_an_interrupted_run_is_resumed_from_its_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

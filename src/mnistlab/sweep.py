@@ -179,12 +179,13 @@ def config_changes(run_dir: Path, resolved: dict[str, Any]) -> list[str]:
         saved = resolve_config(TrainConfig.from_dict(load_config_file(source), str(source))).to_dict()
     except (MnistlabError, TypeError) as exc:
         return [f"its {source} cannot be read as a train config ({exc})"]
-    old = {**saved.pop("model_options"), **saved}
-    new = {**resolved["model_options"], **{k: v for k, v in resolved.items() if k != "model_options"}}
+    # Model options first (as `--set` names them), then the settings; each side's pair of dicts.
+    pairs = [(saved["model_options"], resolved["model_options"], set()), (saved, resolved, {"model_options"})]
     return [
         f"{key} {short_value(old.get(key))} -> {short_value(new.get(key))}"
+        for old, new, skip in pairs
         for key in dict.fromkeys([*old, *new])
-        if key not in _OUTPUT_ONLY and old.get(key) != new.get(key)
+        if key not in _OUTPUT_ONLY | skip and old.get(key) != new.get(key)
     ]
 
 
