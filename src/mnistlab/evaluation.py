@@ -87,7 +87,7 @@ def evaluate(
     metrics = score(logits, labels, list(data.classes))
     metrics.update(split=split, checkpoint=checkpoint, epoch=ckpt.get("epoch"))
     if plots:
-        _write_report(run, logits, split)
+        _write_report(run, logits, split, checkpoint, ckpt.get("epoch"))
     return metrics
 
 
@@ -117,7 +117,7 @@ def _run_dataset(config: dict[str, Any], ckpt: dict[str, Any], data_dir: str | N
     return data
 
 
-def _write_report(run: Run, logits: torch.Tensor, split: str) -> None:
+def _write_report(run: Run, logits: torch.Tensor, split: str, checkpoint: str, epoch: int | None) -> None:
     """Plots and report for this evaluation; a failure is a warning, never an error."""
     import sys
 
@@ -128,7 +128,7 @@ def _write_report(run: Run, logits: torch.Tensor, split: str) -> None:
     if split != "test":
         return  # the report describes the test split
     try:
-        report.write_run_report(run, test_logits=logits)
+        report.write_run_report(run, test_logits=logits, checkpoint=checkpoint, checkpoint_epoch=epoch)
     except Exception as exc:  # noqa: BLE001 - plotting must never fail an evaluation
         print(f"warning: could not write plots/report for {run.path}: {exc}", file=sys.stderr)
 

@@ -12,6 +12,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+# The keys of classification_metrics, in its order.
+METRIC_KEYS = (
+    "accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro", "confusion_matrix", "per_class", "samples",
+)
+
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax in float64 (stable for large logits)."""
@@ -51,10 +56,12 @@ def classification_metrics(
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, preds, labels=classes, zero_division=0
     )
-    # Macro averages over the classes present in the labels, as scikit-learn does when
-    # `labels` is left out: a class absent from a small test split would otherwise drag
-    # every macro score down by 1/K.
+    # Macro averages over the classes that occur in the labels or the predictions, as scikit-learn
+    # does when `labels` is left out: a class absent from a small test split and never predicted
+    # would otherwise drag every macro score down by 1/K, while one predicted but absent is a
+    # real mistake (its precision is 0) and counts.
     present = support > 0
+    scored = present | (np.bincount(preds, minlength=num_classes)[:num_classes] > 0)
     probs = softmax(logits)
     auc: float | None
     if present.sum() >= 2:
@@ -75,9 +82,9 @@ def classification_metrics(
         auc = None
     return {
         "accuracy": float((preds == labels).mean()) if len(labels) else 0.0,
-        "precision_macro": float(precision[present].mean()) if present.any() else 0.0,
-        "recall_macro": float(recall[present].mean()) if present.any() else 0.0,
-        "f1_macro": float(f1[present].mean()) if present.any() else 0.0,
+        "precision_macro": float(precision[scored].mean()) if scored.any() else 0.0,
+        "recall_macro": float(recall[scored].mean()) if scored.any() else 0.0,
+        "f1_macro": float(f1[scored].mean()) if scored.any() else 0.0,
         "auc_macro": auc,
         "confusion_matrix": confusion_matrix(labels, preds, labels=classes).tolist(),
         "per_class": [

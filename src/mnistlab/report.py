@@ -66,7 +66,7 @@ class _Lazy:
 
 def write_run_report(
     run: Run | str | Path, test_logits: Any = None, *, test_texts: list[str] | None = None,
-    test_labels: Any = None,
+    test_labels: Any = None, checkpoint: str | None = None, checkpoint_epoch: int | None = None,
 ) -> ReportResult:
     """Draw the run's plots and write report.md and report.html into its folder.
 
@@ -77,6 +77,9 @@ def write_run_report(
             misclassified grid (or, for a text run, no list of mistakes).
         test_texts, test_labels: a text run's test split (its texts and class indices), in
             the order of test_logits. Image runs read their test split from the dataset.
+        checkpoint, checkpoint_epoch: which checkpoint ("best" or "last") and epoch test_logits
+            come from, for the report's "checkpoint scored"; None: the one summary.json says
+            train scored.
 
     Returns:
         A ReportResult; `failed` maps each plot that could not be drawn to its error.
@@ -97,7 +100,7 @@ def write_run_report(
 
     # Metrics: recomputed from the logits when given (evaluate may use another checkpoint than
     # train did), else the test metrics summary.json recorded.
-    metrics: dict[str, Any] = summary if "accuracy" in summary else dict(summary.get("test") or {})
+    metrics: dict[str, Any] = run.test_metrics
     if logits is not None:
         try:
             from mnistlab.metrics import classification_metrics
@@ -143,7 +146,8 @@ def write_run_report(
             mistakes = _text_mistakes(logits, test_labels, test_texts, metrics)
         except Exception as exc:  # noqa: BLE001 - the report is still written without the list
             result.failed["mistakes"] = f"{type(exc).__name__}: {exc}"
-    blocks = _report_blocks(run, config, summary, history, metrics, result, list(jobs), mistakes)
+    scored = _scored_label(summary, checkpoint, checkpoint_epoch)
+    blocks = _report_blocks(run, config, summary, history, metrics, result, list(jobs), mistakes, scored)
     result.markdown = run.path / "report.md"
     _atomic_text(result.markdown, _to_markdown(blocks))
     result.html = run.path / "report.html"
@@ -278,10 +282,21 @@ def _num(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def _scored_label(summary: dict[str, Any], checkpoint: str | None, epoch: int | None) -> str | None:
+    """`last (epoch 7)`: the checkpoint whose test metrics the report shows."""
+    if checkpoint is None:
+        # Written by train: it scored best.pt (the best epoch), or last.pt when no epoch improved.
+        checkpoint = summary.get("checkpoint")
+        epoch = summary.get("best_epoch") if checkpoint == "best" else summary.get("epochs_run")
+    if checkpoint is None:
+        return None
+    return f"{checkpoint} (epoch {epoch})" if epoch is not None else str(checkpoint)
+
+
 def _report_blocks(
     run: Run, config: dict[str, Any], summary: dict[str, Any], history: list[dict[str, Any]],
     metrics: dict[str, Any], result: ReportResult, plots: list[str],
-    mistakes: tuple[str, list[list[str]]] | None = None,
+    mistakes: tuple[str, list[list[str]]] | None = None, scored: str | None = None,
 ) -> list[Block]:
     import yaml
 
@@ -300,7 +315,7 @@ def _report_blocks(
          f"{_num(summary.get('best_valid_loss'))} / {_num(summary.get('best_valid_accuracy'))}"),
         ("training time", f"{train_s:.1f} s in the training steps" + (f", {total_s:.1f} s in all" if total_s else "")
          if isinstance(train_s, (int, float)) else None),
-        ("checkpoint scored", summary.get("checkpoint")),
+        ("checkpoint scored", scored),
     ]
     b.append(("table", ["run", "value"], [[k, "-" if v is None else str(v)] for k, v in facts]))
 
