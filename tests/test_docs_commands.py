@@ -30,15 +30,17 @@ DOCS = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").gl
 SHELL_BLOCKS = {"", "bash", "sh", "shell", "console"}
 _FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```", re.S | re.M)
 _INLINE = re.compile(r"`([^`\n]+)`")
+# From a "Defects found and fixed" heading to the next heading.
+_DEFECTS = re.compile(r"^## Defects found and fixed\n.*?(?=^## |\Z)", re.S | re.M)
+# Commands that cannot run without arguments: named alone in prose, they are names.
+_NEED_ARGUMENTS = {"summary", "serve", "predict", "export", "evaluate", "compare", "sweep", "tune"}
 # A placeholder the reader fills in (`RUN`, `FILE.csv`, `runs/<name>/...`): not a real path.
 _PLACEHOLDER = re.compile(r"<[^>]+>|\b[A-Z][A-Z_]+\b")
 
 # Flags that the docs already name and the engine developer is adding (hardening issue, pending):
 # (command, flag) -> why. Each is an expected failure until the flag exists, then the xfail turns
 # strict-pass and must be removed from here.
-PENDING_FLAGS: dict[tuple[str, str], str] = {
-    ("text train", "--no-plots"): "pending: `mnistlab text train --no-plots` (text/engine and cli/text.py)",
-}
+PENDING_FLAGS: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)
@@ -104,9 +106,13 @@ def doc_commands() -> list[DocCommand]:
                     commands.append(DocCommand(f"{name}:{start}", (joined + raw).strip(), tuple(argv)))
                 joined, start = "", None
         prose = _FENCE.sub(lambda m: "\n" * m.group(0).count("\n"), text)
+        # The defects table quotes the commands that failed before their fix: those are not to be run.
+        prose = _DEFECTS.sub(lambda m: "\n" * m.group(0).count("\n"), prose)
         for match in _INLINE.finditer(prose):
             line = prose.count("\n", 0, match.start()) + 1
             for argv in _commands_in(match.group(1)):
+                if len(argv) == 1 and argv[0] in _NEED_ARGUMENTS:
+                    continue  # `mnistlab summary` in a sentence names the command; it is no command line
                 commands.append(DocCommand(f"{name}:{line}", match.group(1), tuple(argv)))
     return commands
 

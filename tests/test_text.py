@@ -177,8 +177,6 @@ def test_evaluate_rewrites_a_text_runs_report(text_run):
     assert f"{metrics['accuracy']:.4f}" in (text_run.path / "report.md").read_text(encoding="utf-8")
 
 
-@pytest.mark.xfail(strict=True, reason="pending: text/engine.py write_text_report must pass the checkpoint it "
-                   "scored to report.write_run_report (checkpoint=..., checkpoint_epoch=...); hardening issue #20")
 def test_evaluate_last_labels_a_text_runs_report_last(text_run):
     mnistlab.evaluate(text_run, checkpoint="last", plots=True)
     md = (text_run.path / "report.md").read_text(encoding="utf-8")

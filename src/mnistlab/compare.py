@@ -159,8 +159,8 @@ def _options_and_defaults(config: dict[str, Any]) -> tuple[dict[str, Any], dict[
     from mnistlab.config import TrainConfig, resolve_config
 
     if config.get("task") == "text":
-        from mnistlab.text.engine import TextSettings
-        from mnistlab.text.engine import _resolve as resolve_text_config  # the text defaults, resolved as train does
+        from mnistlab.text.settings import TextSettings
+        from mnistlab.text.settings import resolve_text as resolve_text_config  # the text defaults, as train resolves them
 
         text = TextSettings()
         names = [f.name for f in dataclasses.fields(TextSettings) if f.name not in ("data", "model")]
