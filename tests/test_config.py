@@ -84,7 +84,7 @@ def test_config_values_are_typed_by_their_field(tmp_path):
     f.write_text('model: logistic\nlr: 1e-3\nweight_decay: 5E-4\nstratify: "false"\naugment: "yes"\n'
                  'batch_size: "32"\nepochs: 2.0\nclip_grad: none\nbetas: "0.8, 0.9"\n')
     cfg = resolve_config(parse(["--config", str(f)]))
-    assert (cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.epochs, cfg.clip_grad) == (0.001, 0.0005, 32, 2.0, None)
+    assert (cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.epochs, cfg.clip_grad) == (0.001, 0.0005, 32, 2.0, 0.0)  # clip_grad none: clipping off
     assert cfg.stratify is False and cfg.augment is True and cfg.betas == (0.8, 0.9)
     assert isinstance(cfg.batch_size, int) and isinstance(cfg.lr, float)
 

@@ -173,8 +173,13 @@ def _check_names(args: argparse.Namespace, workdir: Path) -> None:
     from mnistlab.models import get_model_info, resolve_options
     from mnistlab.models.registry import parse_set_flags
 
+    from mnistlab.models.usercode import is_file_model, load_user_model, resolve_user_options
+
     command = getattr(args, "command", None)
-    if command == "summary":
+    if command == "summary" and is_file_model(args.model):
+        with contextlib.chdir(workdir):  # a model file a code block of the docs defines
+            resolve_user_options(load_user_model(args.model), parse_set_flags(args.set))
+    elif command == "summary":
         get_model_info(args.model)
         resolve_options(args.model, parse_set_flags(args.set))
     if command not in ("train", "sweep") or getattr(args, "resume", None):
@@ -192,16 +197,17 @@ def _check_names(args: argparse.Namespace, workdir: Path) -> None:
         if command == "sweep":
             plan_sweep(base_config_from_args(args), parse_grid(args.grid))
         else:
-            resolve_config(config_from_args(args))
+            resolve_config(config_from_args(args), load_code=True)
 
 
 def doc_files(tmp: Path) -> Path:
-    """The files the docs define in code blocks (a yaml block starting `# NAME.yaml`), written to tmp."""
+    """The files the docs define in code blocks (a yaml or python block starting `# NAME.yaml` /
+    `# NAME.py`), written to tmp."""
     for doc in DOCS:
         if doc.is_file():
             for block in _FENCE.finditer(doc.read_text(encoding="utf-8")):
-                m = re.match(r"#\s*([\w.-]+\.ya?ml)\b", block.group(2))
-                if block.group(1) in ("yaml", "yml") and m:
+                m = re.match(r"#\s*([\w.-]+\.(?:ya?ml|py))\b", block.group(2))
+                if block.group(1) in ("yaml", "yml", "python") and m:
                     (tmp / m.group(1)).write_text(block.group(2), encoding="utf-8")
     return tmp
 
@@ -266,7 +272,7 @@ def _is_quick(argv: tuple[str, ...]) -> bool:
 def test_quick_doc_commands_run(tmp_path: Path, fake_mnist_root: Path, monkeypatch: pytest.MonkeyPatch,
                                 capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("MNISTLAB_DATA", str(fake_mnist_root))
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(doc_files(tmp_path))
     quick = list(dict.fromkeys(c.argv for c in COMMANDS if _is_quick(c.argv)))
     assert ("train",) in quick and ("evaluate", "runs/fast", "--json") in quick and len(quick) >= 6
     quick.sort(key=lambda argv: argv[0] != "train")  # the run that `evaluate runs/fast` reads comes first

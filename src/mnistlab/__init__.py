@@ -26,6 +26,8 @@ _LAZY = {
     "load_dataset": "mnistlab.data",
     "MnistlabError": "mnistlab.errors",
     "Callback": "mnistlab.training.callbacks",
+    "fit": "mnistlab.fitting",
+    "load_model": "mnistlab.fitting",
 }
 
 __all__ = ["__version__", *_LAZY]

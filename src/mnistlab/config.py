@@ -221,6 +221,8 @@ def coerce_value(name: str, value: Any, source: str) -> Any:
         UsageError: the value cannot be converted; the message names the field and `source`.
     """
     base, optional, length = _kind(name)
+    if name == "clip_grad" and isinstance(value, str) and value.strip().lower() in ("none", "off"):
+        return 0.0  # clipping switched off, as `--clip-grad none` (null still means the recipe's)
     expected = f"{length} numbers like [0.9, 0.999]" if base is tuple else _EXPECTED[base]
     if value is None and base is dict:
         return {}  # `model_options:` left empty: no options
@@ -284,7 +286,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             data["model_options"] = {**options, **_to_mapping({} if given is None else given)}
         except ValueError:
             raise _bad("set", given, source, _EXPECTED[dict]) from None
-    for key in ("package_version", "resolved"):
+    # Written by runs for the record, not settings: where a user's model came from is read from the
+    # run itself (and its code is never imported because a config file names it).
+    for key in ("package_version", "resolved", "model_code", "model_object", "data_sha256"):
         data.pop(key, None)
     check_keys(data, source)
     return coerce_values(data, source)
@@ -306,30 +310,49 @@ def _check_range(name: str, value: Any, low: float, high: float | None = None, *
         raise UsageError(f"bad {name} {value!r}: must be {bound}")
 
 
-def resolve_config(config: TrainConfig) -> TrainConfig:
+def resolve_config(config: TrainConfig, *, load_code: bool = False) -> TrainConfig:
     """Fill every None from the model's recipe, then GLOBAL_DEFAULTS, and validate all values.
 
     The model options are checked against the model's signature here too, so a typo
-    fails before any data is loaded.
+    fails before any data is loaded. A model from the user's file (`file.py:NAME`) is imported
+    to read its signature only with `load_code` (the caller's promise that the user named that
+    code); it has no recipe.
     """
-    from mnistlab.models import get_model_info, resolve_options
-
-    info = get_model_info(config.model)
     values = dataclasses.asdict(config)
+    values["model"], recipe, values["model_options"] = _model_recipe(config, values["model_options"], load_code)
     for key, default in GLOBAL_DEFAULTS.items():
         if values[key] is None:
-            values[key] = info.recipe.get(key, default)
-    for key, value in info.recipe.items():
-        if key == "model_options":
-            values["model_options"] = {**value, **values["model_options"]}
-        elif key not in GLOBAL_DEFAULTS and values.get(key) is None:
+            values[key] = recipe.get(key, default)
+    for key, value in recipe.items():
+        if key not in GLOBAL_DEFAULTS and key != "model_options" and values.get(key) is None:
             values[key] = value
-    values["model_options"] = resolve_options(config.model, values["model_options"])
     if values["betas"] is not None:
         values["betas"] = tuple(float(b) for b in values["betas"])
     cfg = TrainConfig(**values)
     validate(cfg)
     return cfg
+
+
+def _model_recipe(
+    config: TrainConfig, options: dict[str, Any], load_code: bool
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(model name, its recipe, its options typed) for a zoo model or, with load_code, a user's model file
+    (named by its absolute path; it has no recipe)."""
+    from mnistlab.models import get_model_info, resolve_options
+    from mnistlab.models.usercode import is_file_model, load_user_model, resolve_user_options
+
+    if config.model.startswith("object:"):  # a module object given to mnistlab.fit: built by the user
+        if options:
+            raise UsageError(f"model options ({', '.join(options)}) are for zoo and file models; build your "
+                             "module object with the settings you want")
+        return config.model, {}, {}
+    if not is_file_model(config.model):
+        recipe = dict(get_model_info(config.model).recipe)
+        return config.model, recipe, resolve_options(config.model, {**recipe.get("model_options", {}), **options})
+    if not load_code:
+        raise UsageError(f"the model {config.model} is code: it is imported only when named on the command line")
+    user = load_user_model(config.model)
+    return user.spec, {}, resolve_user_options(user, options)
 
 
 def validate(cfg: TrainConfig) -> None:

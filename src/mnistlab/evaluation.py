@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from mnistlab.errors import MnistlabError, UsageError
+from mnistlab.models.usercode import ModelCode
 from mnistlab.runs import Run, load_run
 from mnistlab.scoring import predict_logits, score
 
@@ -43,6 +44,9 @@ def evaluate(
     data_dir: str | None = None,
     device: str = "auto",
     plots: bool = False,
+    model_code: str | Path | None = None,
+    allow_changed_code: bool = False,
+    model: Any = None,
 ) -> dict[str, Any]:
     """Evaluate a run's checkpoint on one split of its dataset.
 
@@ -52,6 +56,9 @@ def evaluate(
         checkpoint: "best" or "last".
         data_dir: where the dataset lives, if not where the run found it.
         plots: also (re)write the run's plots and report.md for this evaluation.
+        model_code: for a run of a user's model file, that file (its sha256 must match the one the
+            run recorded, unless allow_changed_code); a run never imports its code by itself.
+        model: for a run trained with mnistlab.fit on a module object, a fresh instance of it.
 
     Returns:
         The metrics dict (accuracy, precision_macro, recall_macro, f1_macro, auc_macro,
@@ -72,7 +79,7 @@ def evaluate(
         raise UsageError(f"bad split {split!r}: choose test, valid or train")
     run = load_run(run)
     config = run.config
-    model, ckpt = _load_model(run, checkpoint)
+    model, ckpt = _load_model(run, checkpoint, ModelCode.of(model_code, allow_changed_code), model)
     data = _run_dataset(config, ckpt, data_dir)
     images, labels = split_images(data, config, split)
     dev = select_device(device)
@@ -91,7 +98,7 @@ def evaluate(
     return metrics
 
 
-def _load_model(run: Run, checkpoint: str) -> tuple[Any, dict[str, Any]]:
+def _load_model(run: Run, checkpoint: str, code: ModelCode, model: Any = None) -> tuple[Any, dict[str, Any]]:
     """The run's model rebuilt from its `checkpoint` ("best" or "last"), and the checkpoint."""
     from mnistlab.training.checkpoint import build_model_from_checkpoint, load_checkpoint
 
@@ -101,13 +108,18 @@ def _load_model(run: Run, checkpoint: str) -> tuple[Any, dict[str, Any]]:
     if not ckpt_path.is_file():
         raise MnistlabError(f"run {run.path} has no {checkpoint} checkpoint ({ckpt_path})")
     ckpt = load_checkpoint(ckpt_path)
-    return build_model_from_checkpoint(ckpt, str(ckpt_path)), ckpt
+    return build_model_from_checkpoint(ckpt, str(ckpt_path), code=code, model=model), ckpt
 
 
 def _run_dataset(config: dict[str, Any], ckpt: dict[str, Any], data_dir: str | None) -> Any:
     """The run's dataset, checked to have the classes the checkpoint was trained on."""
     from mnistlab.data import load_dataset
 
+    if config["dataset"] in ("tensors",) or str(config["dataset"]).startswith("dataset:"):
+        raise MnistlabError(
+            f"this run was trained on data passed to mnistlab.fit ({config['dataset']}), which no run folder holds: "
+            "evaluate its model on your data in Python (mnistlab.load_model(run, ...))"
+        )
     data = load_dataset(config["dataset"], data_dir or config.get("data_dir"), seed=int(config.get("seed", 0)))
     if list(data.classes) != list(ckpt["data"]["classes"]):
         raise MnistlabError(

@@ -227,22 +227,22 @@ class Predictor:
         self.batch_size = int(batch_size)
 
     @classmethod
-    def from_checkpoint(cls, ckpt: dict[str, Any], source: str = "checkpoint") -> "Predictor":
-        """Build from a loaded checkpoint dict."""
+    def from_checkpoint(cls, ckpt: dict[str, Any], source: str = "checkpoint", code: Any = None) -> "Predictor":
+        """Build from a loaded checkpoint dict (`code`: a usercode.ModelCode, for a model from a user's file)."""
         from mnistlab.training.checkpoint import build_model_from_checkpoint
 
-        model = build_model_from_checkpoint(ckpt, source)
+        model = build_model_from_checkpoint(ckpt, source, code=code)
         data = ckpt["data"]
         return cls(model, data["mean"], data["std"], data["classes"],
                    in_channels=int(data["in_channels"]), image_size=int(data["image_size"]))
 
     @classmethod
-    def from_run(cls, run: Any, checkpoint: str = "best") -> "Predictor":
+    def from_run(cls, run: Any, checkpoint: str = "best", code: Any = None) -> "Predictor":
         """Build from a run folder (or a Run, or a checkpoint .pt file directly)."""
         from mnistlab.training.checkpoint import load_checkpoint
 
         path = load_checkpoint_path(run, checkpoint)
-        return cls.from_checkpoint(load_checkpoint(path), str(path))
+        return cls.from_checkpoint(load_checkpoint(path), str(path), code)
 
     def predict_arrays(self, images: np.ndarray) -> np.ndarray:
         """Probabilities [N, K] for preprocessed images [N, H, W] in [0, 1], in batches."""

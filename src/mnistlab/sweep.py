@@ -132,7 +132,7 @@ def plan_sweep(base: dict[str, Any], grid: list[tuple[str, list[str]]]) -> list[
         where = f"grid point {name}"
         try:
             cfg = TrainConfig.from_dict(config, where)
-            resolved = resolve_config(cfg).to_dict()
+            resolved = resolve_config(cfg, load_code=True).to_dict()  # a model file: named by the sweep's command
         except UsageError as exc:
             raise UsageError(f"{where}: {exc}") from None
         except TypeError as exc:
@@ -165,9 +165,14 @@ def config_changes(run_dir: Path, resolved: dict[str, Any]) -> list[str]:
     from mnistlab.compare import short_value
     from mnistlab.config import TrainConfig, load_config_file, resolve_config
 
+    from mnistlab.models.usercode import is_file_model
+
     source = run_dir / "config.yaml"
     try:
-        saved = resolve_config(TrainConfig.from_dict(load_config_file(source), str(source))).to_dict()
+        cfg = TrainConfig.from_dict(load_config_file(source), str(source))
+        if is_file_model(cfg.model) and cfg.model != resolved["model"]:
+            return [f"model {cfg.model} -> {resolved['model']}"]  # another file: never imported from a run folder
+        saved = resolve_config(cfg, load_code=True).to_dict()  # only the file the sweep itself names
     except (MnistlabError, TypeError) as exc:
         return [f"its {source} cannot be read as a train config ({exc})"]
     # Model options first (as `--set` names them), then the settings; each side's pair of dicts.
@@ -283,10 +288,11 @@ def run_sweep(
         MnistlabError: another sweep works in the folder, or a run there was trained with other
             settings (before anything is launched).
     """
+    from mnistlab.models.usercode import short_name
     from mnistlab.runs import check_run_name
 
     runs = plan_sweep(base, grid)
-    model = str(base.get("model") or "fast")
+    model = short_name(str(base.get("model") or "fast"))
     name = check_run_name(sweep_name or f"{model}-sweep")
     workers = max(1, int(workers or default_workers()))
     if workers > 64:
@@ -308,14 +314,19 @@ def _command(folder: Path, r: SweepRun, threads: int) -> list[str]:
     """The `python -m mnistlab train` command of one grid point: a fresh run, or the resumed one."""
     from mnistlab.runs import write_yaml
 
+    from mnistlab.models.usercode import is_file_model
+
     train = [sys.executable, "-m", "mnistlab", "train"]
+    # A model file named on the sweep's command line is named on its runs' too: code runs only so.
+    model = str(r.config.get("model", ""))
+    code = ["--model", model] if is_file_model(model) else []
     if r.resume:
         # Its own config.yaml holds the settings (checked against the sweep's in _triage).
-        return [*train, "--resume", str(folder / r.name), "--quiet"]
+        return [*train, "--resume", str(folder / r.name), "--quiet", *code]
     cfg_file = folder / f"{r.name}.yaml"
     write_yaml(cfg_file, {k: v for k, v in r.config.items() if k not in ("out", "name", "resume")})
     return [*train, "--config", str(cfg_file), "--out", str(folder), "--name", r.name, "--quiet",
-            "--threads", str(threads)]
+            "--threads", str(threads), *code]
 
 
 def _train_all(

@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from mnistlab.cli.common import add_model_code_flags
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -21,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default=None, metavar="DIR", help="where the dataset is, if it moved")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-plots", dest="plots", action="store_false", help="do not (re)write plots and report")
+    add_model_code_flags(p)
     p.set_defaults(handler=run)
 
 
@@ -28,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from mnistlab.evaluation import evaluate
 
     metrics = evaluate(args.run, args.split, checkpoint=args.checkpoint, data_dir=args.data_dir,
-                       device=args.device, plots=args.plots)
+                       device=args.device, plots=args.plots, model_code=args.model_code,
+                       allow_changed_code=args.allow_changed_code)
     if args.json:
         print(json.dumps(metrics))
     else:

@@ -9,6 +9,8 @@ import argparse
 import json
 import sys
 
+from mnistlab.cli.common import add_model_code_flags, model_code
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the predict, export and serve sub-commands."""
@@ -27,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="print the K most likely digits as digit:probability pairs (JSON: default 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per image per line")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    add_model_code_flags(p)
     p.set_defaults(handler=run_predict)
 
     p = sub.add_parser(
@@ -44,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, metavar="FILE",
                    help="output file (default: RUN/export/model.onnx or RUN/export/model.torchscript.pt)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    add_model_code_flags(p)
     p.set_defaults(handler=run_export)
 
     p = sub.add_parser(
@@ -62,6 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-host", action="append", default=[], metavar="HOST",
                    help="also answer requests for HOST (a DNS name or a proxy's); repeatable; '*' answers any")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    add_model_code_flags(p)
     p.set_defaults(handler=run_serve)
 
 
@@ -72,7 +77,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
     if args.top_k is not None and args.top_k < 1:
         raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
-    predictor = Predictor.from_run(args.run, args.checkpoint)
+    predictor = Predictor.from_run(args.run, args.checkpoint, model_code(args))
     # Text: one `path digit confidence` line unless --top-k asks for pairs; JSON: top 3 by default.
     k = min(args.top_k or (3 if args.json else 1), len(predictor.classes))
     results, errors = predictor.predict_paths(args.images, top_k=k)
@@ -91,7 +96,7 @@ def run_export(args: argparse.Namespace) -> int:
     """Export, verify and report."""
     from mnistlab.export import export_run
 
-    result = export_run(args.run, args.format, args.out, checkpoint=args.checkpoint)
+    result = export_run(args.run, args.format, args.out, checkpoint=args.checkpoint, code=model_code(args))
     print(f"wrote {result.path} ({result.format}, input 'image' [N, {result.in_channels}, {result.image_size}, "
           f"{result.image_size}] float32 in [0, 1], output 'logits' [N, {result.num_classes}])")
     print(f"max abs difference vs PyTorch: {result.max_diff:.2e} on {result.samples} {result.sample_source} images")
@@ -102,5 +107,6 @@ def run_serve(args: argparse.Namespace) -> int:
     """Start uvicorn with the app for this run."""
     from mnistlab.serve import serve
 
-    serve(args.run, host=args.host, port=args.port, checkpoint=args.checkpoint, allow_hosts=args.allow_host)
+    serve(args.run, host=args.host, port=args.port, checkpoint=args.checkpoint, allow_hosts=args.allow_host,
+          code=model_code(args))
     return 0

@@ -129,7 +129,7 @@ def _load_catalog(name: str, data_dir: str | None, download: bool) -> ImageData:
             DataWarning,
             stacklevel=3,
         )
-        mean, std = _mean_std(train_x)
+        mean, std = mean_std(train_x)
     else:
         mean, std = (spec.mean,), (spec.std,)
     return ImageData(
@@ -166,7 +166,7 @@ def _check_pair(
     return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels.astype(np.int64, copy=False))
 
 
-def _mean_std(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def mean_std(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and (population) std of uint8 images [N, C, H, W] scaled to [0, 1]."""
     if images.numel() == 0:
         return (0.0,) * images.shape[1], (1.0,) * images.shape[1]
@@ -183,7 +183,7 @@ def _mean_std(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...
     return tuple(means), tuple(stds)
 
 
-def _holdout(
+def holdout(
     images: torch.Tensor, labels: torch.Tensor, seed: int, source: Path, unit: str, fix: str
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(train_x, train_y, test_x, test_y) with a seeded, stratified 20% held out as test.
@@ -269,11 +269,11 @@ def _load_folder(name: str, path: Path, seed: int) -> ImageData:
                 f"{train_root} as test"
             )
     else:
-        train_x, train_y, test_x, test_y = _holdout(
+        train_x, train_y, test_x, test_y = holdout(
             train_x, train_y, seed, path, "image",
             f"add images, or put test images in {path}/test/<class name>/ (and train images in {path}/train/)",
         )
-    mean, std = _mean_std(train_x)
+    mean, std = mean_std(train_x)
     return ImageData(
         name=name, train_images=train_x, train_labels=train_y, test_images=test_x, test_labels=test_y,
         classes=classes, mean=mean, std=std, location=str(path.resolve()),
@@ -368,8 +368,8 @@ def _load_csv(name: str, path: Path, seed: int) -> ImageData:
     images = torch.from_numpy(pixels.astype(np.uint8).reshape(-1, 1, side, side))
     y = torch.from_numpy(labels)
     classes = [str(i) for i in range(int(labels.max()) + 1)]
-    train_x, train_y, test_x, test_y = _holdout(images, y, seed, path, "row", "add rows")
-    mean, std = _mean_std(train_x)
+    train_x, train_y, test_x, test_y = holdout(images, y, seed, path, "row", "add rows")
+    mean, std = mean_std(train_x)
     return ImageData(
         name=name, train_images=train_x, train_labels=train_y, test_images=test_x, test_labels=test_y,
         classes=classes, mean=mean, std=std, location=str(path.resolve()),

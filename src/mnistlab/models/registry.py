@@ -92,7 +92,7 @@ def get_model_info(name: str) -> ModelInfo:
         ) from None
 
 
-def _coerce(model: str, key: str, value: Any, default: Any, nullable: bool) -> Any:
+def coerce_option(model: str, key: str, value: Any, default: Any, nullable: bool) -> Any:
     """Check (and convert) one option value against the type of its default.
 
     None is a value only where the builder declares it (`nullable`); elsewhere it is refused
@@ -164,7 +164,7 @@ def resolve_options(name: str, options: dict[str, Any] | None) -> dict[str, Any]
             extra = f" Did you mean: {', '.join(hint)}?" if hint else ""
             choices = ", ".join(known) or "(none)"
             raise UsageError(f"model {name!r} has no option {key!r}.{extra} Its options: {choices}.")
-        resolved[key] = _coerce(name, key, value, known[key], info.accepts_none(key))
+        resolved[key] = coerce_option(name, key, value, known[key], info.accepts_none(key))
     return resolved
 
 
