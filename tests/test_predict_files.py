@@ -7,6 +7,10 @@ import csv
 import gzip
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -390,3 +394,29 @@ def test_gzipped_idx_detection_reads_only_the_header(tmp_path: Path) -> None:
     assert not is_idx_file(tmp_path / "a.gz", (1,))
     assert not any(is_idx_file(tmp_path / n) for n in ("c.png", "empty", "missing"))
     assert os.path.getsize(tmp_path / "a.gz") > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "code", "how"), [(signal.SIGINT, 130, "interrupted"),
+                                                   (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_a_signal_mid_file_leaves_nothing_behind(quick_run: Path, tmp_path: Path, sig: int, code: int,
+                                                 how: str) -> None:
+    """Ctrl-C or `timeout` while a large CSV is being predicted: exit 130/143, one line, no file, no temp file."""
+    images, _ = test_images()
+    block = kaggle_csv(tmp_path / "block.csv", images).read_text().split("\n", 1)[1]
+    big = tmp_path / "big.csv"
+    big.write_text(",".join(PIXELS) + "\n" + block * 150)  # 30,000 rows
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "predict", str(quick_run), str(big),
+                             "--out", str(out_dir / "sub.csv"), "--batch-size", "50"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not leftovers(out_dir) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # until the temp file exists: the predictions are being written
+    assert leftovers(out_dir), "the temp file never appeared"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert err.strip().splitlines() == [f"mnistlab: {how}; {out_dir / 'sub.csv'} was not written"]
+    assert list(out_dir.iterdir()) == []

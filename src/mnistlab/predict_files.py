@@ -35,6 +35,7 @@ import numpy as np
 from mnistlab.errors import DataError, UsageError
 from mnistlab.predict import Batch, Predictor, probabilities
 from mnistlab.predict_inputs import open_inputs  # noqa: F401 - part of this module's API (see the example)
+from mnistlab.signals import sigterm_as_interrupt
 
 FORMATS = ("auto", "kaggle", "full")
 PREPROCESS = ("auto", "photo", "none")
@@ -177,8 +178,8 @@ def predict_to_csv(predictor: Predictor, sources: Sequence[Any], out: str | Path
                    top_k: int = 3, batch_size: int = 1000, preprocess: str = "auto") -> Outcome:
     """Predict every source into the CSV file `out`, written atomically (temp file, then rename).
 
-    `fmt` is kaggle, full or auto (see `choose_format`). If anything fails (a bad row, Ctrl-C) or
-    nothing could be predicted, no file is left under `out` (a previous file stays as it was).
+    `fmt` is kaggle, full or auto (see `choose_format`). If anything fails (a bad row, Ctrl-C,
+    SIGTERM) or nothing could be predicted, no file is left under `out` (a previous file stays as it was).
     """
     from mnistlab.training.checkpoint import atomic_write_bytes
 
@@ -198,5 +199,6 @@ def predict_to_csv(predictor: Predictor, sources: Sequence[Any], out: str | Path
             text.flush()
             text.detach()  # atomic_write_bytes closes the file itself
 
-    atomic_write_bytes(Path(out), write)
+    with sigterm_as_interrupt():  # `timeout`, a scheduler: the temp file goes too, as on Ctrl-C
+        atomic_write_bytes(Path(out), write)
     return outcomes[0]

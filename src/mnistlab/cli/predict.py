@@ -127,7 +127,7 @@ def summary_lines(outcome: Any, classes: list[str]) -> list[str]:
 
 def _predict(args: argparse.Namespace, predictor: Any, sources: list[Any], report: IO[str]) -> Any:
     """Predict into --out, or print the lines to stdout as `mnistlab predict` always did."""
-    from mnistlab.errors import UsageError
+    from mnistlab.errors import Terminated, UsageError
     from mnistlab.predict_files import LineWriter, choose_format, predict_sources, predict_to_csv
 
     if args.out is None:
@@ -137,8 +137,12 @@ def _predict(args: argparse.Namespace, predictor: Any, sources: list[Any], repor
     fmt = choose_format(args.format or "auto", sources)
     if fmt == "kaggle" and args.top_k is not None:
         raise UsageError("--top-k has no place in the kaggle format (ImageId,Label); use --format full")
-    outcome = predict_to_csv(predictor, sources, args.out, fmt, top_k=args.top_k or 3,
-                             batch_size=args.batch_size, preprocess=args.preprocess)
+    try:
+        outcome = predict_to_csv(predictor, sources, args.out, fmt, top_k=args.top_k or 3,
+                                 batch_size=args.batch_size, preprocess=args.preprocess)
+    except KeyboardInterrupt as exc:  # Ctrl-C (exit 130) or SIGTERM (Terminated, 143): say what is left
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        raise type(exc)(f"{how}; {args.out} was not written") from None
     header = "ImageId,Label" if fmt == "kaggle" else "source,index,prediction,confidence,top-k"
     print(f"wrote {args.out} ({fmt}: {header}; {outcome.images:,} rows)", file=report)
     return outcome
