@@ -420,3 +420,11 @@ def test_a_signal_mid_file_leaves_nothing_behind(quick_run: Path, tmp_path: Path
     assert proc.returncode == code, err
     assert err.strip().splitlines() == [f"mnistlab: {how}; {out_dir / 'sub.csv'} was not written"]
     assert list(out_dir.iterdir()) == []
+
+
+def test_a_text_checkpoint_is_refused_by_name(tmp_path: Path) -> None:
+    from mnistlab.errors import CheckpointError
+    from mnistlab.predict import Predictor
+
+    with pytest.raises(CheckpointError, match="is a text run's checkpoint; predict text with `mnistlab text predict`"):
+        Predictor.from_checkpoint({"config": {"task": "text"}, "model": {"name": "lstm"}, "data": {}}, "text.pt")

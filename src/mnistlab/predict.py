@@ -41,7 +41,7 @@ from mnistlab.data.images import (  # noqa: F401 - ImageError, MAX_PIXELS, open_
     read_grayscale,
     to_grayscale,
 )
-from mnistlab.errors import MnistlabError, UsageError
+from mnistlab.errors import CheckpointError, MnistlabError, UsageError
 
 # Pixels below this share of the brightest ink are noise, not ink.
 INK_THRESHOLD = 0.2
@@ -306,6 +306,8 @@ class Predictor:
         """Build from a loaded checkpoint dict."""
         from mnistlab.training.checkpoint import build_model_from_checkpoint
 
+        if (ckpt.get("config") or {}).get("task") == "text":
+            raise CheckpointError(f"{source} is a text run's checkpoint; predict text with `mnistlab text predict`")
         model = build_model_from_checkpoint(ckpt, source)
         data = ckpt["data"]
         predictor = cls(model, data["mean"], data["std"], data["classes"],

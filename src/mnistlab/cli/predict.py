@@ -112,7 +112,7 @@ def summary_lines(outcome: Any, classes: list[str]) -> list[str]:
     from mnistlab.cli.evaluate import format_confusion
 
     speed = f"{outcome.images_per_second:,.0f} images/s (read, predict, write)"
-    lines = [f"{outcome.images:,} images in {outcome.seconds:.2f} s: {speed}"]
+    lines = [f"{outcome.images:,} image{'s' if outcome.images != 1 else ''} in {outcome.seconds:.2f} s: {speed}"]
     m = outcome.metrics
     if not m:
         return lines
