@@ -171,6 +171,17 @@ def write_made_mnist(root: Path, n_train: int = 1200, n_test: int = 300) -> Path
     return root
 
 
+def short_run(ctx: Context, name: str) -> Path:
+    """A real `fast` run folder to predict with (a twentieth of an epoch: its accuracy does not matter), made once."""
+    import mnistlab
+
+    run_dir = ctx.work / name
+    if not (run_dir / "checkpoints" / "best.pt").is_file():
+        mnistlab.train(model="fast", data_dir=ctx.data_dir, epochs=0.05, out=str(ctx.work), name=name,
+                       progress="quiet", plots=False, device="cpu")
+    return run_dir
+
+
 def load_mnist(ctx: Context) -> Any:
     """The MNIST of ctx.data_dir as mnistlab's ImageData (uint8 [N, 1, 28, 28] tensors)."""
     import warnings

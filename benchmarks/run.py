@@ -6,8 +6,8 @@
     python benchmarks/run.py --update-doc         # also rewrite the results section of docs/benchmarks.md
     python benchmarks/run.py --omp-passive        # OMP_WAIT_POLICY=PASSIVE: for a shared, busy machine
 
-Benchmarks: pipeline (1), time_to_99 (2), throughput (3), latency (4), limit (5); see each
-module's docstring. `--only changes` (not in the default run) retraces what each tuning step
+Benchmarks: pipeline (1), time_to_99 (2), throughput (3), latency (4), limit (5), predict (6,
+needs pandas for its reference side); see each module's docstring. `--only changes` (not in the default run) retraces what each tuning step
 of the `fast` default bought. Every comparison is measured side by side in this one process (or in
 processes this script starts back to back), interleaved repetition by repetition, and
 reported as a median over --reps repetitions plus a ratio. On a machine with CUDA every
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import COLUMNS, REPO, Context, Row, available_devices, machine, write_made_mnist  # noqa: E402
 
-BENCHMARKS = ("pipeline", "time_to_99", "throughput", "latency", "limit")
+BENCHMARKS = ("pipeline", "time_to_99", "throughput", "latency", "limit", "predict")
 OPTIONAL = ("changes",)  # slow (6 configurations x 5 seeds); run with --only changes
 DOC = REPO / "docs" / "benchmarks.md"
 def markers(section: str) -> tuple[str, str]:

@@ -177,6 +177,16 @@ def fake_mnist_root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def quick_run(fake_mnist_root: Path, tmp_path: Path) -> Path:
+    """A logistic-regression run on the fake dataset (a second or two)."""
+    import mnistlab
+
+    run = mnistlab.train(mnistlab.TrainConfig(model="logistic", data_dir=str(fake_mnist_root), epochs=1,
+                                              out=str(tmp_path / "runs"), progress="quiet", plots=False))
+    return run.path
+
+
+@pytest.fixture
 def real_data_root() -> Path:
     """The data root from $MNISTLAB_DATA holding the real MNIST in mnist/; skips the test otherwise."""
     env = os.environ.get("MNISTLAB_DATA", "").strip()

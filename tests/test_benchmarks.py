@@ -45,6 +45,19 @@ def test_quick_subset_table_shape(tmp_path: Path) -> None:
     assert result["machine"]["cores"] >= 1 and result["machine"]["torch"]
 
 
+def test_quick_predict_csv_rows(tmp_path: Path) -> None:
+    pytest.importorskip("pandas", reason="benchmark 6's reference side needs pandas (.ci/run installs it)")
+    rows = _run(tmp_path, "--only", "predict")["rows"]
+    _check_rows(rows)
+    assert [r["benchmark"] for r in rows] == ["6 predict csv"] * 4
+    ours, reference = rows[0], rows[1]
+    assert ours["measurement"].startswith("2,000 CSV rows end to end (parse + predict + write): mnistlab")
+    assert "pandas read_csv + plain PyTorch" in reference["measurement"] and reference["unit"] == "img/s"
+    # Both sides wrote a submission from the same checkpoint: the same labels on every row.
+    assert ours["ratio"].endswith("labels differ on 0 rows"), ours["ratio"]
+    assert "--out submission.csv` wall" in rows[3]["measurement"]
+
+
 def test_unknown_benchmark_is_a_usage_error() -> None:
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--only", "nope"],
                           capture_output=True, text=True, cwd=REPO)
@@ -53,10 +66,12 @@ def test_unknown_benchmark_is_a_usage_error() -> None:
 
 @pytest.mark.slow
 def test_quick_full_suite_table_shape(tmp_path: Path) -> None:
+    pytest.importorskip("pandas", reason="benchmark 6's reference side needs pandas (.ci/run installs it)")
     rows = _run(tmp_path)["rows"]
     _check_rows(rows)
     benches = [r["benchmark"] for r in rows]
-    assert sorted(set(benches)) == ["1 pipeline", "2 time to 99%", "3 throughput", "4 latency", "5 limit"]
+    assert sorted(set(benches)) == ["1 pipeline", "2 time to 99%", "3 throughput", "4 latency", "5 limit",
+                                    "6 predict csv"]
     # pipeline, per batch size (2): 3 pipelines x (data only, data + training), plus the
     # engine with torch's nn.Dropout (data + training only)
     assert benches.count("1 pipeline") == 14

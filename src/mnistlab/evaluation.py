@@ -17,7 +17,7 @@ from mnistlab.models.usercode import ModelCode
 from mnistlab.runs import Run, load_run
 from mnistlab.scoring import predict_logits, score
 
-__all__ = ["evaluate", "predict_logits", "score", "split_images"]
+__all__ = ["evaluate", "predict_logits", "run_dataset", "score", "split_images"]
 
 
 def split_images(data: Any, config: dict[str, Any], split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,7 +80,7 @@ def evaluate(
     run = load_run(run)
     config = run.config
     model, ckpt = _load_model(run, checkpoint, ModelCode.of(model_code, allow_changed_code), model)
-    data = _run_dataset(config, ckpt, data_dir)
+    data = run_dataset(config, list(ckpt["data"]["classes"]), data_dir)
     images, labels = split_images(data, config, split)
     dev = select_device(device)
     model.to(dev)
@@ -111,20 +111,29 @@ def _load_model(run: Run, checkpoint: str, code: ModelCode, model: Any = None) -
     return build_model_from_checkpoint(ckpt, str(ckpt_path), code=code, model=model), ckpt
 
 
-def _run_dataset(config: dict[str, Any], ckpt: dict[str, Any], data_dir: str | None) -> Any:
-    """The run's dataset, checked to have the classes the checkpoint was trained on."""
+def run_dataset(config: dict[str, Any], classes: list[str], data_dir: str | None = None,
+                name: str | None = None) -> Any:
+    """A run's dataset (or dataset `name` instead), checked to have the classes the model was trained on.
+
+    Args:
+        config: the run's config (its dataset, data_dir and seed: the seed of a folder: or csv:
+            dataset's held-out test split).
+        classes: the checkpoint's class names.
+        data_dir: where the dataset lives, if not where the run found it.
+    """
     from mnistlab.data import load_dataset
 
-    if config["dataset"] in ("tensors",) or str(config["dataset"]).startswith("dataset:"):
+    name = name or config["dataset"]
+    if name == "tensors" or str(name).startswith("dataset:"):
         raise MnistlabError(
-            f"this run was trained on data passed to mnistlab.fit ({config['dataset']}), which no run folder holds: "
+            f"this run was trained on data passed to mnistlab.fit ({name}), which no run folder holds: "
             "evaluate its model on your data in Python (mnistlab.load_model(run, ...))"
         )
-    data = load_dataset(config["dataset"], data_dir or config.get("data_dir"), seed=int(config.get("seed", 0)))
-    if list(data.classes) != list(ckpt["data"]["classes"]):
+    data = load_dataset(name, data_dir or config.get("data_dir"), seed=int(config.get("seed", 0)))
+    if list(data.classes) != list(classes):
         raise MnistlabError(
-            f"the dataset {config['dataset']!r} found now has classes {list(data.classes)[:5]}..., "
-            f"but the run was trained on {list(ckpt['data']['classes'])[:5]}...; pass the right --data-dir"
+            f"the dataset {name!r} found now has classes {list(data.classes)[:5]}..., "
+            f"but the run was trained on {list(classes)[:5]}...; pass the right dataset or --data-dir"
         )
     return data
 

@@ -54,10 +54,14 @@ def format_metrics(m: dict[str, Any]) -> str:
         lines.append(
             f"{row['class'][:14]:<14} {row['precision']:>9.4f} {row['recall']:>8.4f} {row['f1']:>8.4f} {row['support']:>8d}"
         )
-    cm = m["confusion_matrix"]
+    return "\n".join(lines + [""] + format_confusion(m["confusion_matrix"]))
+
+
+def format_confusion(cm: list[list[int]]) -> list[str]:
+    """The confusion matrix as aligned text lines, rows the true class, columns the predicted one."""
     width = max(5, max(len(str(v)) for r in cm for v in r) + 1)
-    lines += ["", "confusion matrix (rows: true, columns: predicted)"]
+    lines = ["confusion matrix (rows: true, columns: predicted)"]
     lines.append(" " * 6 + "".join(f"{j:>{width}}" for j in range(len(cm))))
     for i, r in enumerate(cm):
         lines.append(f"{i:>5} " + "".join(f"{v:>{width}}" for v in r))
-    return "\n".join(lines)
+    return lines

@@ -202,6 +202,20 @@ def check_idx(path: str | os.PathLike[str], max_bytes: int | None = None) -> tup
     return header.dtype.newbyteorder("="), header.dims, digest
 
 
+def is_idx_file(path: str | os.PathLike[str], ndims: tuple[int, ...] = (1, 2, 3, 4)) -> bool:
+    """Whether a file starts like an IDX file (gzipped or not) of one of `ndims` dimensions; reads 4 bytes."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+            if head[:2] == _GZIP_MAGIC:
+                fh.seek(0)
+                with gzip.open(fh) as gz:
+                    head = gz.read(4)
+    except (OSError, EOFError, zlib.error):
+        return False
+    return len(head) == 4 and head[:2] == b"\x00\x00" and head[2] in _DTYPES and head[3] in ndims
+
+
 def read_idx_with_digest(path: str | os.PathLike[str]) -> tuple[np.ndarray, str]:
     """Like read_idx, also returning the sha256 hex digest of the decompressed file.
 

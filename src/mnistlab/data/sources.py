@@ -13,6 +13,7 @@ import torch
 from mnistlab.data.catalog import FILE_KEYS, find_file, get_dataset_spec, resolve_data_root
 from mnistlab.data.idx import read_idx_with_digest
 from mnistlab.data.images import ImageError, read_grayscale
+from mnistlab.data.pixel_csv import read_pixel_csv
 from mnistlab.data.split import split_indices
 from mnistlab.errors import DataError
 
@@ -283,89 +284,11 @@ def _load_folder(name: str, path: Path, seed: int) -> ImageData:
 # ---------------------------------------------------------------- CSV
 
 
-def _first_bad_line(path: Path, skip_header: bool, ncols: int | None) -> str:
-    """Find the first malformed line (slow, only run after the fast parser failed)."""
-    with open(path, encoding="utf-8-sig", errors="replace") as f:
-        for lineno, line in enumerate(f, start=1):
-            if lineno == 1 and skip_header or not line.strip():
-                continue
-            fields = line.rstrip("\r\n").split(",")
-            if ncols is not None and len(fields) != ncols:
-                return f"line {lineno} has {len(fields)} fields, expected {ncols}"
-            ncols = len(fields)
-            for col, field in enumerate(fields, start=1):
-                try:
-                    int(field)
-                except ValueError:
-                    return f"line {lineno}, field {col} is {field.strip()[:20]!r}, not an integer"
-    return "unreadable content"
-
-
-def _as_int(field: str) -> int | None:
-    try:
-        return int(field.strip().strip('"'))
-    except ValueError:
-        return None
-
-
-def _is_header(first: str) -> bool:
-    """Whether the first line names the columns rather than holding a row.
-
-    A header names its pixel columns (`label,pixel0,...`, or numbers them `label,0,1,2,...`). A first
-    line whose only text is the label (`seven,0,0,...`) is a data row with a bad label: taking it
-    for a header would drop it silently, so it is parsed and reported as line 1.
-    """
-    values = [_as_int(f) for f in first.rstrip("\r\n").split(",")]
-    if all(v is not None for v in values):
-        return False
-    pixels = values[1:]
-    if any(v is None for v in pixels):
-        return True
-    return len(pixels) > 1 and pixels == list(range(pixels[0], pixels[0] + len(pixels)))
-
-
 def _load_csv(name: str, path: Path, seed: int) -> ImageData:
-    if not path.is_file():
-        raise DataError(f"{path} does not exist; csv:PATH needs a file of rows label,pixel0,...,pixel783")
-    # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first field.
-    with open(path, encoding="utf-8-sig", errors="replace") as f:
-        first = f.readline()
-    if not first.strip():
-        raise DataError(f"{path} is empty; it needs rows label,pixel0,...,pixel783")
-    has_header = _is_header(first)
-    try:
-        # numpy's C parser: ~100x faster than a Python loop on a 100 MB MNIST CSV.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "input contained no data": reported below
-            table = np.loadtxt(path, delimiter=",", dtype=np.int64, skiprows=int(has_header), ndmin=2,
-                               encoding="utf-8-sig")
-    except ValueError:
-        ncols = len(first.split(",")) if has_header else None
-        raise DataError(f"{path}: {_first_bad_line(path, has_header, ncols)}; fix or remove that row") from None
-    header_lines = int(has_header)
-    if table.shape[0] == 0:
-        raise DataError(f"{path} has no data rows; it needs rows label,pixel0,...,pixel783")
-    npix = table.shape[1] - 1
-    side = int(round(npix**0.5))
-    if npix < 1 or side * side != npix:
-        raise DataError(
-            f"{path} line {1 + header_lines} has {table.shape[1]} fields: expected a label and a square number "
-            f"of pixels (785 for 28x28)"
-        )
-    labels, pixels = table[:, 0], table[:, 1:]
-    bad_rows = np.nonzero((pixels < 0).any(axis=1) | (pixels > 255).any(axis=1))[0]
-    if len(bad_rows):
-        raise DataError(f"{path} line {bad_rows[0] + 1 + header_lines} has a pixel outside 0..255; fix that row")
-    bad_rows = np.nonzero(labels < 0)[0]
-    if len(bad_rows):
-        raise DataError(f"{path} line {bad_rows[0] + 1 + header_lines} has a negative label; labels are 0..K-1")
-    bad_rows = np.nonzero(labels >= MAX_CSV_CLASSES)[0]
-    if len(bad_rows):
-        raise DataError(
-            f"{path} line {bad_rows[0] + 1 + header_lines} has label {labels[bad_rows[0]]}; labels are class "
-            f"numbers 0..K-1 with at most {MAX_CSV_CLASSES} classes: fix that row"
-        )
-    images = torch.from_numpy(pixels.astype(np.uint8).reshape(-1, 1, side, side))
+    # The chunked uint8 parser `mnistlab predict` uses too: bad rows are named by line.
+    pixels, labels = read_pixel_csv(path)
+    side = round(pixels.shape[1] ** 0.5)
+    images = torch.from_numpy(pixels.reshape(-1, 1, side, side))
     y = torch.from_numpy(labels)
     classes = [str(i) for i in range(int(labels.max()) + 1)]
     train_x, train_y, test_x, test_y = holdout(images, y, seed, path, "row", "add rows")
