@@ -75,19 +75,20 @@ def fit(
     instance, settings["model"] = _model(model)
     given = _given(data, test, settings, memory_budget)
     settings["dataset"] = given.name if given else data
-    cfg = TrainConfig.from_dict(settings, "fit()")
-    resume_from = None
-    if cfg.resume:
-        requested = dataclasses.replace(cfg, model="fast" if instance else cfg.model, dataset="mnist")
-        cfg, resume_from = resume_image_config(requested, ModelCode(), instance and cfg.model,
-                                               given.sha256 if given else None)
-    else:
-        cfg = resolve_config(cfg, load_code=True)  # a file model was named here, by the caller
+    cfg, resume_from = _config(TrainConfig.from_dict(settings, "fit()"), instance, given)
     if given is not None:
         _say_how(given, cfg)
     strategy = make_strategy(cfg.device, cfg.threads)
     task = ImageTask(model=instance, data=given.data if given else None, data_digest=given.sha256 if given else None)
     return Trainer(task, cfg, strategy=strategy, callbacks=callbacks or (), resume_from=resume_from).fit()
+
+
+def _config(cfg: TrainConfig, instance: nn.Module | None, given: Any) -> tuple[TrainConfig, Run | None]:
+    """The resolved config of a new run, or a resumed run's own (and the run)."""
+    if not cfg.resume:
+        return resolve_config(cfg, load_code=True), None  # a file model was named here, by the caller
+    requested = dataclasses.replace(cfg, model="fast" if instance else cfg.model, dataset="mnist")
+    return resume_image_config(requested, ModelCode(), instance and cfg.model, given.sha256 if given else None)
 
 
 def _given(data: Any, test: Any, settings: dict[str, Any], memory_budget: int | None) -> Any:

@@ -25,6 +25,26 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def macro_auc(labels: np.ndarray, probs: np.ndarray, present: np.ndarray) -> float | None:
+    """Macro one-vs-rest ROC-AUC over the classes present in `labels` (None with fewer than two)."""
+    from sklearn.metrics import roc_auc_score
+
+    if present.sum() < 2:
+        return None
+    classes = np.arange(probs.shape[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if probs.shape[1] == 2:
+            # scikit-learn's binary AUC takes the positive class's score, not both columns.
+            auc = float(roc_auc_score(labels, probs[:, 1]))
+        elif present.all():
+            auc = float(roc_auc_score(labels, probs, multi_class="ovr", average="macro", labels=classes))
+        else:
+            # One-vs-rest AUC per present class; absent classes have no positives to rank.
+            auc = float(np.mean([roc_auc_score(labels == k, probs[:, k]) for k in classes[present]]))
+    return None if math.isnan(auc) else auc
+
+
 def classification_metrics(
     logits: np.ndarray, labels: np.ndarray, class_names: Sequence[str] | None = None
 ) -> dict[str, Any]:
@@ -45,7 +65,7 @@ def classification_metrics(
         >>> m["accuracy"], m["f1_macro"]
         (1.0, 1.0)
     """
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     logits = np.asarray(logits)
     labels = np.asarray(labels).astype(np.int64)
@@ -62,24 +82,7 @@ def classification_metrics(
     # real mistake (its precision is 0) and counts.
     present = support > 0
     scored = present | (np.bincount(preds, minlength=num_classes)[:num_classes] > 0)
-    probs = softmax(logits)
-    auc: float | None
-    if present.sum() >= 2:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if num_classes == 2:
-                # scikit-learn's binary AUC takes the positive class's score, not both columns.
-                auc = float(roc_auc_score(labels, probs[:, 1]))
-            elif present.all():
-                auc = float(roc_auc_score(labels, probs, multi_class="ovr", average="macro", labels=classes))
-            else:
-                # One-vs-rest AUC per present class; absent classes have no positives to rank.
-                aucs = [roc_auc_score(labels == k, probs[:, k]) for k in classes[present]]
-                auc = float(np.mean(aucs))
-        if math.isnan(auc):
-            auc = None
-    else:
-        auc = None
+    auc = macro_auc(labels, softmax(logits), present)
     return {
         "accuracy": float((preds == labels).mean()) if len(labels) else 0.0,
         "precision_macro": float(precision[scored].mean()) if scored.any() else 0.0,
