@@ -106,6 +106,29 @@ def timed(fn: Callable[[], Any], device: str) -> float:
     return time.perf_counter() - t0
 
 
+MATMUL_N = 2048
+
+
+def matmul_gflops(dtype: Any, device: str, reps: int, n: int = MATMUL_N) -> float:
+    """The machine's ceiling: GFLOP/s of torch.mm on n x n matrices of `dtype` (median of `reps`)."""
+    import torch
+
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    for _ in range(2):
+        torch.mm(a, b)
+    inner = 5
+    times = [timed(lambda: [torch.mm(a, b) for _ in range(inner)], device) / inner for _ in range(reps)]
+    return 2 * n**3 / median(times) / 1e9
+
+
+def ceiling(device: str, reps: int = 3) -> dict[str, float]:
+    """{"fp32": GFLOP/s, "bf16": GFLOP/s} of the 2048x2048 matmul on `device`, measured now."""
+    import torch
+
+    return {"fp32": matmul_gflops(torch.float32, device, reps), "bf16": matmul_gflops(torch.bfloat16, device, reps)}
+
+
 def run_command(args: Sequence[str], env: dict[str, str] | None = None) -> tuple[float, str]:
     """(wall seconds, stdout) of a command; raises with its stderr when it fails."""
     t0 = time.perf_counter()
