@@ -152,6 +152,39 @@ def test_peers_venv_with_another_torch_build_is_refused(tmp_path: Path, monkeypa
     assert "has torch 0.0.1+other but mnistlab runs torch" in proc.stderr and "same build" in proc.stderr
 
 
+def _gpu_sh(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh"), *args], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=1500)
+
+
+@pytest.mark.slow
+def test_gpu_sh_dry_run_runs_every_step_on_cpu(tmp_path: Path, fake_mnist_root: Path) -> None:
+    # The GPU script's own code path with tiny settings on the CPU: install (this venv, already set
+    # up), data check, one run of the suite + `fast` seeds + peers, the tables in the folder.
+    out = tmp_path / "gpu tables"
+    env = {**os.environ, "GPU_VENV": sys.prefix, "MNISTLAB_DATA": str(fake_mnist_root)}
+    proc = _gpu_sh("--dry-run", str(out), env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "already imports this checkout's mnistlab" in proc.stderr and "data: 600 training" in proc.stderr
+    assert HEADER in (out / "tables.md").read_text() and "Ceiling of this run" in (out / "tables.md").read_text()
+    assert "running peers" in (out / "run.log").read_text()
+    rows = json.loads((out / "tables.json").read_text())["rows"]
+    _check_rows(rows)
+    assert sorted({r["benchmark"] for r in rows}) == ["1 pipeline", "2 time to 99%", "3 throughput", "4 latency",
+                                                       "5 limit", "6 peers"]
+    for fw in FRAMEWORKS:
+        assert any(r["measurement"].startswith("job 2 time to 99%: " + fw) for r in rows), fw
+
+
+def test_gpu_sh_usage_errors(tmp_path: Path) -> None:
+    for args, message in ((["--bogus"], "unknown option --bogus"),
+                          (["--dry-run", "--update-doc"], "drop --update-doc"),
+                          (["--dry-run", str(tmp_path / "a"), str(tmp_path / "b")], "one output folder only")):
+        proc = _gpu_sh(*args)
+        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
+    assert not (tmp_path / "a").exists()
+
+
 def test_cuda_without_a_gpu_is_a_usage_error() -> None:
     import torch
 
