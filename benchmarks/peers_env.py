@@ -49,8 +49,12 @@ def _stamp_text() -> str:
     return f"{digest} python {platform.python_version()}\n"
 
 
-def _build(venv: Path, log: Callable[[str], None]) -> None:
-    """Make the venv afresh and pip-install the requirements into it (pip's output kept in PIP_LOG)."""
+def _build(venv: Path, lock_fd: int, log: Callable[[str], None]) -> None:
+    """Make the venv afresh and pip-install the requirements into it (pip's output kept in PIP_LOG).
+
+    venv and pip inherit the lock: if this process is killed while they run, the lock stays
+    held until they finish, so the next run never deletes a venv that pip is still writing.
+    """
     if venv.exists():
         if any(venv.iterdir()) and not (venv / "pyvenv.cfg").is_file():
             raise PeersEnvError(f"{venv} exists and is not a virtual environment; refusing to replace it")
@@ -58,12 +62,12 @@ def _build(venv: Path, log: Callable[[str], None]) -> None:
     log(f"  peers: creating {venv} from {REQUIREMENTS.relative_to(REPO)} (first use; about a minute)")
     venv_args = ["--system-site-packages"] if os.environ.get("MNISTLAB_PEERS_SYSTEM_SITE") == "1" else []
     made = subprocess.run([sys.executable, "-m", "venv", *venv_args, str(venv)], capture_output=True, text=True,
-                          check=False)
+                          check=False, pass_fds=(lock_fd,))
     if made.returncode != 0:
         raise PeersEnvError(f"python -m venv {venv} failed: {made.stderr.strip().splitlines()[-1:]}")
     with open(venv / PIP_LOG, "w", encoding="utf-8") as out:
         pip = subprocess.run([str(python_of(venv)), "-m", "pip", "install", "-r", str(REQUIREMENTS)],
-                             stdout=out, stderr=subprocess.STDOUT)
+                             stdout=out, stderr=subprocess.STDOUT, check=False, pass_fds=(lock_fd,))
     if pip.returncode != 0:
         raise PeersEnvError(f"pip could not install {REQUIREMENTS.name} (see {venv / PIP_LOG})")
     log(f"  peers: pip: {installed_torch(venv / PIP_LOG)}")
@@ -96,10 +100,10 @@ def ensure(log: Callable[[str], None] = print) -> tuple[Path, str]:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second run waits here, then finds the venv built
         stamp = venv / STAMP
         if not (python_of(venv).is_file() and stamp.is_file() and stamp.read_text() == _stamp_text()):
-            _build(venv, log)
+            _build(venv, lock.fileno(), log)
             stamp.write_text(_stamp_text())  # last: a venv killed half-built has no stamp and is rebuilt
     probe = subprocess.run([str(python_of(venv)), "-c", "import json, torch; print(json.dumps(torch.__version__))"],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, check=False)
     if probe.returncode != 0:
         raise PeersEnvError(f"the peers' python cannot import torch (delete {venv} to rebuild it)")
     theirs = json.loads(probe.stdout)

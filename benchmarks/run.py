@@ -169,8 +169,14 @@ def run_all(args: argparse.Namespace, names: list[str]) -> tuple[dict[str, list[
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mnistlab.errors import MnistlabError
+
     args, names = parse_args(argv)
-    by_name, info, seconds = run_all(args, names)
+    try:
+        by_name, info, seconds = run_all(args, names)
+    except MnistlabError as e:  # missing or bad data: one line, as mnistlab itself reports it
+        print(f"run.py: {e}", file=sys.stderr)
+        return 1
     rows = [r for name_rows in by_name.values() for r in name_rows]
     command = "python benchmarks/run.py" + "".join(f" {shlex.quote(a)}" for a in (argv if argv is not None else sys.argv[1:]))
     text = report(rows, info, command, seconds)

@@ -185,6 +185,27 @@ def test_gpu_sh_usage_errors(tmp_path: Path) -> None:
     assert not (tmp_path / "a").exists()
 
 
+def test_only_all_and_bad_reps(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import run
+
+    _, names = run.parse_args(["--quick", "--only", "all"])
+    assert names == [*run.BENCHMARKS, *run.OPTIONAL] and "peers" in names
+    _, names = run.parse_args(["--quick", "--only", "peers,limit", "--only", "peers"])
+    assert names == ["peers", "limit"]  # each once, in the order given
+    with pytest.raises(SystemExit) as exit_info:
+        run.parse_args(["--quick", "--reps", "0"])
+    assert exit_info.value.code == 2 and "--reps must be at least 1" in capsys.readouterr().err
+
+
+def test_missing_data_is_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--only", "limit", "--device", "cpu",
+                           "--reps", "1", "--data-dir", str(tmp_path / "nowhere")],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("run.py: mnist is missing train-images-idx3-ubyte.gz")
+
+
 def test_cuda_without_a_gpu_is_a_usage_error() -> None:
     import torch
 

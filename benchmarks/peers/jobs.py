@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import time
 from typing import Any
@@ -77,7 +78,7 @@ def torch_net(job: str) -> Any:
     if job == "dnn":
         layers: list[nn.Module] = [nn.Flatten()]
         widths = (784, *DNN_HIDDEN)
-        for d_in, d_out in zip(widths[:-1], widths[1:]):
+        for d_in, d_out in itertools.pairwise(widths):
             layers += [nn.Linear(d_in, d_out), nn.BatchNorm1d(d_out), nn.ReLU(), nn.Dropout(DNN_DROPOUT)]
         return nn.Sequential(*layers, nn.Linear(widths[-1], 10))
     return nn.Sequential(  # the published net: 28 -> conv5 24 -> pool 12 -> conv3 10 -> pool 5; 5*5*32 = 800
