@@ -35,9 +35,8 @@ def data_shape(args: argparse.Namespace) -> tuple[int, int, int]:
     """(channels, side, classes) of --dataset: from the catalog, else (folder:, csv:) by loading it."""
     from mnistlab.data.catalog import dataset_shape
 
-    shape = dataset_shape(args.dataset)
-    options = {k: getattr(args, k, None) for k in ("channels", "image_size", "labels")}
-    if shape is not None and not any(options.values()):
+    shape = dataset_shape(args.dataset, getattr(args, "labels", None))
+    if shape is not None and not (getattr(args, "channels", None) or getattr(args, "image_size", None)):
         return shape
     from mnistlab.data import load_dataset
     from mnistlab.data.sources import data_options

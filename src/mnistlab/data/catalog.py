@@ -229,11 +229,12 @@ def get_archive_spec(name: str) -> ArchiveSpec:
     return spec
 
 
-def dataset_shape(name: str) -> tuple[int, int, int] | None:
-    """(channels, side, classes) of a catalog dataset from the catalog alone; None for other names."""
+def dataset_shape(name: str, labels: str | None = None) -> tuple[int, int, int] | None:
+    """(channels, side, classes) of a catalog dataset from the catalog alone (with `labels`, of that label
+    set; an unknown one: the default's); None for other names."""
     if name in ARCHIVES:
         spec = ARCHIVES[name]
-        return spec.channels, spec.side, next(iter(spec.label_sets.values()))[2]
+        return spec.channels, spec.side, spec.label_sets.get(labels or "", next(iter(spec.label_sets.values())))[2]
     if name in DATASETS:
         return 1, IMAGE_SIDE, len(DATASETS[name].classes)
     return None

@@ -137,15 +137,13 @@ def to_grayscale(img: Image.Image) -> np.ndarray:
 
 
 def read_grayscale(source: str | Path, size: int) -> np.ndarray:
-    """An image file as uint8 [size, size] grayscale (opened by `open_image`, resized with LANCZOS).
+    """An image file as uint8 [size, size] grayscale: `read_image` with one channel (aspect ratio kept,
+    centred on black, as `folder:` datasets read it).
 
     Raises:
         ImageError: as `open_image`.
     """
-    x = to_grayscale(open_image(source))
-    if x.shape != (size, size):
-        x = np.asarray(Image.fromarray(x, mode="F").resize((size, size), Image.Resampling.LANCZOS))
-    return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return read_image(source, 1, size)[0]
 
 
 # Modes that hold no colour whatever their pixels are.

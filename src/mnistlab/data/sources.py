@@ -12,7 +12,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from mnistlab.data.catalog import FILE_KEYS, find_file, get_dataset_spec, is_archive_dataset, resolve_data_root
+from mnistlab.data.catalog import (
+    FILE_KEYS,
+    dataset_shape,
+    find_file,
+    get_dataset_spec,
+    is_archive_dataset,
+    resolve_data_root,
+)
 from mnistlab.data.idx import read_idx_with_digest
 from mnistlab.data.images import GRAY_MODES, ImageError, file_mode, has_colour, open_image, read_image
 from mnistlab.data.memory import check_fits, image_bytes
@@ -121,9 +128,11 @@ def load_dataset(
         _no_labels_option(name, labels)
         data = _load_csv(name, Path(name[len("csv:") :]).expanduser(), seed)
     elif is_archive_dataset(name):
+        _check_catalog_shape(name, wanted_channels, size)
         data = _load_archive(name, data_dir, download, labels)
     else:
         _no_labels_option(name, labels)
+        _check_catalog_shape(name, wanted_channels, size)
         data = _load_catalog(name, data_dir, download)
     _check_shape_options(data, wanted_channels, size)
     return data
@@ -147,10 +156,21 @@ def _no_labels_option(name: str, labels: str | None) -> None:
 
 def _check_shape_options(data: ImageData, channels: int | None, size: int | None) -> None:
     """--channels and --image-size shape folder: data; any other dataset has its own shape (they may name it)."""
-    if (channels not in (None, data.in_channels)) or (size not in (None, data.image_size)):
+    _refuse_other_shape(data.name, (data.in_channels, data.image_size), channels, size)
+
+
+def _check_catalog_shape(name: str, channels: int | None, size: int | None) -> None:
+    """The same check from the catalog alone, before any file is read or downloaded."""
+    shape = dataset_shape(name)
+    if shape is not None:
+        _refuse_other_shape(name, shape[:2], channels, size)
+
+
+def _refuse_other_shape(name: str, shape: tuple[int, int], channels: int | None, size: int | None) -> None:
+    if channels not in (None, shape[0]) or size not in (None, shape[1]):
         raise UsageError(
-            f"{data.name} holds {data.in_channels}x{data.image_size}x{data.image_size} images: --channels and "
-            "--image-size choose the shape of folder:PATH datasets only"
+            f"{name} holds {shape[0]}x{shape[1]}x{shape[1]} images: --channels and --image-size choose the shape "
+            "of folder:PATH datasets only"
         )
 
 
