@@ -224,6 +224,7 @@ def colour_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return mnistlab.train(cfg).path, root
 
 
+@pytest.mark.slow  # trains a run (the module's colour_run)
 def test_colour_run_records_its_shape_and_statistics(colour_run: tuple[Path, Path]) -> None:
     from mnistlab.training.checkpoint import load_checkpoint
 
@@ -237,6 +238,7 @@ def test_colour_run_records_its_shape_and_statistics(colour_run: tuple[Path, Pat
         assert (np.abs(pixels[..., 0] - pixels[..., 1]) > 60).mean() > 0.005, plot  # colour pictures
 
 
+@pytest.mark.slow  # trains a run (the module's colour_run)
 def test_colour_predict_matches_evaluate(colour_run: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
     from mnistlab.predict import Predictor
 
@@ -254,6 +256,7 @@ def test_colour_predict_matches_evaluate(colour_run: tuple[Path, Path], capsys: 
     assert "colour" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # trains a run (the module's colour_run)
 def test_colour_export_takes_the_runs_shape(colour_run: tuple[Path, Path], tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     from mnistlab.export import export_run
@@ -263,6 +266,7 @@ def test_colour_export_takes_the_runs_shape(colour_run: tuple[Path, Path], tmp_p
     assert result.max_diff <= 1e-4
 
 
+@pytest.mark.slow  # trains a run (the module's colour_run)
 def test_colour_serve_offers_an_upload(colour_run: tuple[Path, Path]) -> None:
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
@@ -279,6 +283,7 @@ def test_colour_serve_offers_an_upload(colour_run: tuple[Path, Path]) -> None:
     assert answer["prediction"] in health["labels"] and len(answer["probabilities"]) == 10
 
 
+@pytest.mark.slow  # trains a run (the module's colour_run)
 def test_colour_run_resumes_to_the_same_result(colour_run: tuple[Path, Path], tmp_path: Path) -> None:
     _, root = colour_run
     common = dict(model="cnn-strided", dataset=f"folder:{root}", image_size=16, augment=True, out=str(tmp_path),
@@ -289,6 +294,7 @@ def test_colour_run_resumes_to_the_same_result(colour_run: tuple[Path, Path], tm
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in whole.history]
 
 
+@pytest.mark.slow  # trains a run (the module's colour_run)
 def test_folder_shape_is_decided_once(colour_run: tuple[Path, Path], tmp_path: Path) -> None:
     """evaluate reads a folder run's data in the shape it trained on, not as `auto` would decide it now."""
     from mnistlab.evaluation import run_dataset
