@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import os
@@ -12,7 +13,7 @@ import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import pytest
@@ -198,3 +199,76 @@ def real_data_root() -> Path:
     if missing:
         pytest.skip(f"MNISTLAB_DATA={root} lacks mnist/{', mnist/'.join(missing)}")
     return root
+
+
+# --------------------------------------------------------------------------- CIFAR-style archives
+
+
+def cifar_records(images: np.ndarray, labels: list[np.ndarray]) -> bytes:
+    """CIFAR's binary records: per image its label bytes (coarse then fine for CIFAR-100), then 3072
+    pixel bytes (the red plane, then green, then blue, each row by row)."""
+    n = len(images)
+    heads = np.stack([np.asarray(lab, np.uint8) for lab in labels], axis=1)
+    return np.concatenate([heads, images.reshape(n, -1)], axis=1).astype(np.uint8).tobytes()
+
+
+def tar_gz(members: list[tuple[str, bytes | None, str]]) -> bytes:
+    """A tar.gz of (name, data, kind) members; kind "file", "dir", "symlink" (data: the target) or "hardlink"."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data, kind in members:
+            info = tarfile.TarInfo(name)
+            info.mtime = 0
+            if kind == "dir":
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            elif kind in ("symlink", "hardlink"):
+                info.type = tarfile.SYMTYPE if kind == "symlink" else tarfile.LNKTYPE
+                info.linkname = (data or b"").decode()
+                tar.addfile(info)
+            else:
+                info.size = len(data or b"")
+                tar.addfile(info, io.BytesIO(data or b""))
+    return buffer.getvalue()
+
+
+def cifar_members(spec, seed: int = 0) -> tuple[list[tuple[str, bytes | None, str]], dict[str, np.ndarray]]:
+    """The members of an archive like `spec`'s official one (readme included), and the arrays it holds:
+    train_images [N, 3, 32, 32], train_labels (the spec's first label set), test_images, test_labels."""
+    rng = np.random.default_rng(seed)
+    members: list[tuple[str, bytes | None, str]] = [(spec.folder, None, "dir")]
+    arrays: dict[str, list[np.ndarray]] = {"train_images": [], "train_labels": [], "test_images": [], "test_labels": []}
+    sets = list(spec.label_sets.items())
+    offset = sets[0][1][0]
+    for split, files in (("train", spec.train_files), ("test", spec.test_files)):
+        for name, count in files:
+            images = rng.integers(0, 256, (count, 3, 32, 32), dtype=np.uint8)
+            per_byte = [rng.integers(0, dict((o, k) for _, (o, _, k) in sets)[b], count) for b in range(spec.label_bytes)]
+            members.append((f"{spec.folder}/{name}", cifar_records(images, per_byte), "file"))
+            arrays[f"{split}_images"].append(images)
+            arrays[f"{split}_labels"].append(per_byte[offset])
+    for _, (_, meta, k) in sets:
+        members.append((f"{spec.folder}/{meta}", "".join(f"class{i}\n" for i in range(k)).encode() + b"\n", "file"))
+    members.append((f"{spec.folder}/readme.html", b"<p>readme</p>", "file"))
+    return members, {key: np.concatenate(parts) for key, parts in arrays.items()}
+
+
+@pytest.fixture
+def tiny_cifar(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, bytes, dict[str, np.ndarray]]:
+    """A catalog entry 'tinycifar' like cifar10's (two train files of 20 records, a test file of 10), the
+    bytes of its archive (its md5 is the entry's) and the arrays in it."""
+    from mnistlab.data.catalog import ARCHIVES
+
+    base = dataclasses.replace(
+        ARCHIVES["cifar10"], name="tinycifar", mirrors=("http://127.0.0.1:9/never-used/",),
+        train_files=(("data_batch_1.bin", 20), ("data_batch_2.bin", 20)), test_files=(("test_batch.bin", 10),),
+    )
+    members, arrays = cifar_members(base)
+    archive = tar_gz(members)
+    spec = dataclasses.replace(base, md5=hashlib.md5(archive).hexdigest())
+    monkeypatch.setitem(ARCHIVES, "tinycifar", spec)
+    monkeypatch.delenv("MNISTLAB_MIRRORS", raising=False)
+    return spec, archive, arrays

@@ -27,26 +27,39 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _needs_browser() -> Any:
+    """Skip without Chromium, its driver, selenium or uvicorn; uvicorn otherwise."""
+    if not Path(CHROMIUM).exists() or not (Path(CHROMEDRIVER).exists() or shutil.which("chromedriver")):
+        pytest.skip(f"{CHROMIUM} or chromedriver not installed (apt-get install -y chromium chromium-driver)")
+    pytest.importorskip("selenium")
+    return pytest.importorskip("uvicorn")
+
+
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real server (uvicorn in a thread) on a free 127.0.0.1 port, serving a quick real-MNIST run."""
     import os
 
-    if not Path(CHROMIUM).exists() or not (Path(CHROMEDRIVER).exists() or shutil.which("chromedriver")):
-        pytest.skip(f"{CHROMIUM} or chromedriver not installed (apt-get install -y chromium chromium-driver)")
-    pytest.importorskip("selenium")
-    uvicorn = pytest.importorskip("uvicorn")
+    _needs_browser()
     data = os.environ.get("MNISTLAB_DATA", "").strip()
     if not data or not (Path(data) / "mnist").is_dir():
         pytest.skip("MNISTLAB_DATA with the real MNIST is needed to train a model worth drawing for")
 
     import mnistlab
-    from mnistlab.serve import build_app
 
     run = mnistlab.train(mnistlab.TrainConfig(model="fast", data_dir=data, out=str(tmp_path_factory.mktemp("runs")),
                                               progress="quiet", plots=False))
+    yield from _serving(run.path)
+
+
+def _serving(run_path: Path) -> Iterator[str]:
+    """Serve the run with uvicorn in a thread on a free port until the generator is closed."""
+    import uvicorn
+
+    from mnistlab.serve import build_app
+
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(run.path), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(build_app(run_path), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -61,6 +74,11 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser(server_url: str) -> Iterator[Any]:
+    yield from _chromium(server_url)
+
+
+def _chromium(url: str) -> Iterator[Any]:
+    """A headless Chromium on `url`, quit when the generator is closed."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -71,7 +89,7 @@ def browser(server_url: str) -> Iterator[Any]:
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or CHROMEDRIVER), options=options)
     try:
-        driver.get(server_url + "/")
+        driver.get(url + "/")
         yield driver
     finally:
         driver.quit()
@@ -145,3 +163,33 @@ def test_clear_resets(browser: Any) -> None:
     assert wait_prediction(browser, "1") == "1"
     clear(browser)
     assert browser.find_element(By.ID, "confidence").text == ""
+
+
+def test_colour_run_page_uploads_a_picture(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A colour run's page has no drawing pad but a file upload; the prediction shown is the model's."""
+    from selenium.webdriver.common.by import By
+
+    _needs_browser()
+    import mnistlab
+    from mnistlab.data.synthetic import write_colour_folder
+    from mnistlab.predict import Predictor
+
+    base = tmp_path_factory.mktemp("colour-page")
+    root = write_colour_folder(base / "shapes", n_train=200, n_test=20, size=16)
+    run = mnistlab.train(mnistlab.TrainConfig(model="cnn-bn", dataset=f"folder:{root}", image_size=16, epochs=3,
+                                              out=str(base / "runs"), progress="quiet", plots=False))
+    picture = sorted((root / "test").rglob("*.png"))[0]
+    expected = Predictor.from_run(run.path).predict_paths([picture])[0][0].prediction
+    url_gen = _serving(run.path)
+    driver_gen = _chromium(next(url_gen))
+    driver = next(driver_gen)
+    try:
+        assert not driver.find_element(By.ID, "pad").is_displayed()
+        assert driver.find_element(By.ID, "heading").text == "Classify a picture"
+        driver.find_element(By.ID, "file").send_keys(str(picture))
+        assert wait_prediction(driver, expected) == expected
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#bars .bar")) == 10
+        assert driver.find_element(By.ID, "status").text == ""
+    finally:
+        driver_gen.close()
+        url_gen.close()

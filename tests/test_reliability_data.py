@@ -363,9 +363,9 @@ class _FullDisk:
 
 
 def test_disk_full_during_download(tmp_path, server, tiny_spec, monkeypatch, capsys):
-    import mnistlab.data.download as download_module
+    import mnistlab.data.fetch as fetch_module  # where each mirror's file is streamed to disk
 
-    monkeypatch.setattr(download_module, "open", _FullDisk(room=100), raising=False)
+    monkeypatch.setattr(fetch_module, "open", _FullDisk(room=100), raising=False)
     monkeypatch.setenv("MNISTLAB_MIRRORS", server.serve_dataset("ok", GZ))
     code, err = download(capsys, tmp_path)
     line = error_line(err)

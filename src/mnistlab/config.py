@@ -32,6 +32,9 @@ class TrainConfig:
     model: str = "fast"
     dataset: str = "mnist"
     data_dir: str | None = None
+    channels: str | None = None  # folder: data: auto (None), 1 or 3
+    image_size: int | None = None  # folder: data: the square side (None: 28 for 1 channel, 32 for 3)
+    labels: str | None = None  # cifar100: fine (None) or coarse
     model_options: dict[str, Any] = field(default_factory=dict)
     init: str | None = None
     # Optimisation
@@ -49,7 +52,7 @@ class TrainConfig:
     pct_start: float | None = None  # onecycle: fraction of steps spent warming up
     label_smoothing: float | None = None
     clip_grad: float | None = None  # max gradient norm; None: the recipe's (if any); 0: no clipping
-    augment: bool | None = None  # small random shifts, done batched on the device
+    augment: bool | None = None  # random shifts (digits) or crops and flips (colour), batched on the device
     # Data split and early stopping
     seed: int = 0
     valid_fraction: float | None = None
@@ -223,6 +226,8 @@ def coerce_value(name: str, value: Any, source: str) -> Any:
     base, optional, length = _kind(name)
     if name == "clip_grad" and isinstance(value, str) and value.strip().lower() in ("none", "off"):
         return 0.0  # clipping switched off, as `--clip-grad none` (null still means the recipe's)
+    if name == "channels" and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # YAML's `channels: 3`
     expected = f"{length} numbers like [0.9, 0.999]" if base is tuple else _EXPECTED[base]
     if value is None and base is dict:
         return {}  # `model_options:` left empty: no options
@@ -355,6 +360,15 @@ def _model_recipe(
     return user.spec, {}, resolve_user_options(user, options)
 
 
+def _check_data_options(cfg: TrainConfig) -> None:
+    from mnistlab.data.sources import check_image_size, parse_channels
+
+    parse_channels(cfg.channels)
+    check_image_size(cfg.image_size)
+    if cfg.labels is not None:
+        _check_choice("labels", cfg.labels, ("fine", "coarse"))
+
+
 def validate(cfg: TrainConfig) -> None:
     """Raise UsageError for any value out of its range or choices."""
     check_paths(dataclasses.asdict(cfg), "the config")
@@ -365,6 +379,7 @@ def validate(cfg: TrainConfig) -> None:
     _check_choice("amp", cfg.amp, AMP_MODES)
     _check_choice("progress", cfg.progress, PROGRESS_MODES)
     _check_range("epochs", cfg.epochs, 0, 100_000, low_open=True)
+    _check_data_options(cfg)
     for name in ("batch_size", "eval_batch_size"):
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000:

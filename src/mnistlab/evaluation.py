@@ -80,7 +80,7 @@ def evaluate(
     run = load_run(run)
     config = run.config
     model, ckpt = _load_model(run, checkpoint, ModelCode.of(model_code, allow_changed_code), model)
-    data = run_dataset(config, list(ckpt["data"]["classes"]), data_dir)
+    data = run_dataset(config, list(ckpt["data"]["classes"]), data_dir, shape=ckpt["data"])
     images, labels = split_images(data, config, split)
     dev = select_device(device)
     model.to(dev)
@@ -94,7 +94,7 @@ def evaluate(
     metrics = score(logits, labels, list(data.classes))
     metrics.update(split=split, checkpoint=checkpoint, epoch=ckpt.get("epoch"))
     if plots:
-        _write_report(run, logits, split, checkpoint, ckpt.get("epoch"))
+        _write_report(run, logits, split, checkpoint, ckpt.get("epoch"), data)
     return metrics
 
 
@@ -112,16 +112,19 @@ def _load_model(run: Run, checkpoint: str, code: ModelCode, model: Any = None) -
 
 
 def run_dataset(config: dict[str, Any], classes: list[str], data_dir: str | None = None,
-                name: str | None = None) -> Any:
+                name: str | None = None, shape: dict[str, Any] | None = None) -> Any:
     """A run's dataset (or dataset `name` instead), checked to have the classes the model was trained on.
 
     Args:
         config: the run's config (its dataset, data_dir and seed: the seed of a folder: or csv:
-            dataset's held-out test split).
+            dataset's held-out test split; channels, image_size and labels).
         classes: the checkpoint's class names.
         data_dir: where the dataset lives, if not where the run found it.
+        shape: the checkpoint's "data" (in_channels, image_size): a folder: dataset is read in the
+            shape the run trained on, whatever --channels auto would decide now.
     """
     from mnistlab.data import load_dataset
+    from mnistlab.data.sources import data_options
 
     name = name or config["dataset"]
     if name == "tensors" or str(name).startswith("dataset:"):
@@ -129,7 +132,8 @@ def run_dataset(config: dict[str, Any], classes: list[str], data_dir: str | None
             f"this run was trained on data passed to mnistlab.fit ({name}), which no run folder holds: "
             "evaluate its model on your data in Python (mnistlab.load_model(run, ...))"
         )
-    data = load_dataset(name, data_dir or config.get("data_dir"), seed=int(config.get("seed", 0)))
+    options = data_options({**config, "dataset": name}, shape)
+    data = load_dataset(name, data_dir or config.get("data_dir"), seed=int(config.get("seed", 0)), **options)
     if list(data.classes) != list(classes):
         raise MnistlabError(
             f"the dataset {name!r} found now has classes {list(data.classes)[:5]}..., "
@@ -138,7 +142,7 @@ def run_dataset(config: dict[str, Any], classes: list[str], data_dir: str | None
     return data
 
 
-def _write_report(run: Run, logits: torch.Tensor, split: str, checkpoint: str, epoch: int | None) -> None:
+def _write_report(run: Run, logits: torch.Tensor, split: str, checkpoint: str, epoch: int | None, data: Any) -> None:
     """Plots and report for this evaluation; a failure is a warning, never an error."""
     import sys
 
@@ -149,7 +153,7 @@ def _write_report(run: Run, logits: torch.Tensor, split: str, checkpoint: str, e
     if split != "test":
         return  # the report describes the test split
     try:
-        report.write_run_report(run, test_logits=logits, checkpoint=checkpoint, checkpoint_epoch=epoch)
+        report.write_run_report(run, test_logits=logits, checkpoint=checkpoint, checkpoint_epoch=epoch, data=data)
     except Exception as exc:  # noqa: BLE001 - plotting must never fail an evaluation
         print(f"warning: could not write plots/report for {run.path}: {exc}", file=sys.stderr)
 

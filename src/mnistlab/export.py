@@ -178,9 +178,9 @@ def _check_images(run_config: dict[str, Any], data: dict[str, Any], count: int =
     """The run's first `count` test images in [0, 1] if the dataset is at hand, else random images."""
     size, channels = int(data["image_size"]), int(data["in_channels"])
     try:
-        from mnistlab.data import load_dataset
+        from mnistlab.evaluation import run_dataset
 
-        dataset = load_dataset(run_config["dataset"], run_config.get("data_dir"), seed=int(run_config.get("seed", 0)))
+        dataset = run_dataset(run_config, list(data["classes"]), shape=data)
         images = dataset.test_images[:count].float() / 255.0
         if tuple(images.shape[1:]) == (channels, size, size) and len(images):
             return images, "test"

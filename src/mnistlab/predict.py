@@ -17,6 +17,11 @@ trained on MNIST sees what it was trained on:
 An image that already is a 28x28 white-on-black MNIST digit is passed through unchanged, so
 writing MNIST's own test images to PNG and predicting them reproduces `mnistlab evaluate`.
 
+A colour run (3 channels: CIFAR, a colour folder) gets none of the digit steps: each picture is
+read as `folder:` datasets are read for training (RGB, resized keeping the aspect ratio and
+centred on black, `mnistlab.data.images.read_image`), then normalised with the run's per-channel
+mean and std.
+
 Example:
     >>> predictor = Predictor.from_run("runs/fast")                         # doctest: +SKIP
     >>> results, errors = predictor.predict_paths(["digits/"], top_k=3)   # doctest: +SKIP
@@ -39,6 +44,8 @@ from mnistlab.data.images import (  # noqa: F401 - ImageError, MAX_PIXELS, open_
     ImageError,
     open_image,
     read_grayscale,
+    read_image,
+    square_image,
     to_grayscale,
 )
 from mnistlab.errors import CheckpointError, MnistlabError, UsageError
@@ -231,9 +238,10 @@ class ImageFiles:
     has_labels = False
     note: str | None = None
 
-    def __init__(self, paths: Sequence[str], image_size: int = 28) -> None:
+    def __init__(self, paths: Sequence[str], image_size: int = 28, channels: int = 1) -> None:
         self.paths = list(paths)
         self.image_size = int(image_size)
+        self.channels = int(channels)
         self.errors: list[str] = []
 
     @property
@@ -242,6 +250,9 @@ class ImageFiles:
         return f"{len(self.paths)} image files"
 
     def _read(self, path: str, photo: bool) -> np.ndarray:
+        if self.channels == 3:
+            # A colour run: as its training images were read (no digit preprocessing), uint8 [3, H, W].
+            return read_image(path, 3, self.image_size)
         if photo:
             return quantize(preprocess_image(open_image(path), self.image_size))
         # Only grayscale and size (`--preprocess none`): the image is taken to be MNIST-like already, and its
@@ -249,7 +260,8 @@ class ImageFiles:
         return read_grayscale(path, self.image_size)
 
     def batches(self, size: int, photo: bool = True) -> Iterator[Batch]:
-        """Batches of up to `size` readable images (MNIST-style preprocessing unless `photo` is False)."""
+        """Batches of up to `size` readable images (MNIST-style preprocessing unless `photo` is False;
+        never for a colour run's images, which are read as its training folder was)."""
         arrays: list[np.ndarray] = []
         names: list[str] = []
         for path in self.paths:
@@ -299,6 +311,7 @@ class Predictor:
         self.source = "model"
         self.epoch: int | None = None
         self.config: dict[str, Any] = {}
+        self.data_spec: dict[str, Any] = {}  # the checkpoint's "data": what the run was trained on
         self.channels_last = False
 
     @classmethod
@@ -314,6 +327,7 @@ class Predictor:
                         in_channels=int(data["in_channels"]), image_size=int(data["image_size"]))
         predictor.source, predictor.epoch = source, ckpt.get("epoch")
         predictor.config = dict(ckpt.get("config") or {})
+        predictor.data_spec = dict(data)
         if predictor.config.get("channels_last"):
             # As the run trained and `evaluate` scores it: for convolutions on the CPU, 1.5-2x faster.
             import torch
@@ -372,11 +386,18 @@ class Predictor:
             probabilities=[float(p) for p in probs],
         )
 
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        """One decoded picture as the model takes it: a colour run's uint8 [3, H, W] (read as its training
+        folder was), else MNIST-style preprocessed float [H, W]."""
+        if self.in_channels == 3:
+            return square_image(image, 3, self.image_size)
+        return quantize(preprocess_image(image, self.image_size))
+
     def predict_images(self, images: Sequence[Image.Image], names: Sequence[str] | None = None,
                        top_k: int = 3) -> list[Prediction]:
-        """Predict PIL images (preprocessed MNIST-style) in one batch."""
+        """Predict PIL images in one batch (`prepare`d: MNIST-style for digit runs, resized for colour runs)."""
         names = list(names) if names is not None else [f"image{i}" for i in range(len(images))]
-        arrays = np.stack([quantize(preprocess_image(im, self.image_size)) for im in images]) if images else \
+        arrays = np.stack([self.prepare(im) for im in images]) if images else \
             np.zeros((0, self.image_size, self.image_size), np.float32)
         probs = self.predict_arrays(arrays)
         return [self.to_prediction(n, p, top_k) for n, p in zip(names, probs)]
@@ -387,7 +408,7 @@ class Predictor:
         Returns:
             (predictions in input order, one error message per file that could not be read).
         """
-        files = ImageFiles(expand_inputs(inputs), self.image_size)
+        files = ImageFiles(expand_inputs(inputs), self.image_size, self.in_channels)
         results = []
         for batch in files.batches(self.batch_size):
             probs = self.predict_arrays(batch.images)

@@ -256,7 +256,7 @@ def dataset_input(predictor: Predictor, name: str, split: str, data_dir: str | N
 
     if split not in ("test", "valid", "train"):
         raise UsageError(f"bad split {split!r}: choose test, valid or train")
-    data = run_dataset(predictor.config, predictor.classes, data_dir, name=name)
+    data = run_dataset(predictor.config, predictor.classes, data_dir, name=name, shape=predictor.data_spec)
     images, labels = split_images(data, predictor.config, split)
     return ArrayInput(f"{name}:{split}", images.numpy(), labels.numpy(), predictor, kind="dataset")
 
@@ -305,7 +305,7 @@ def open_inputs(items: Sequence[str], predictor: Predictor, *, photo_arrays: boo
         elif sources and isinstance(sources[-1], ImageFiles):
             sources[-1].paths += expand_inputs([item])
         else:
-            sources.append(ImageFiles(expand_inputs([item]), predictor.image_size))
+            sources.append(ImageFiles(expand_inputs([item]), predictor.image_size, predictor.in_channels))
     if dataset:
         sources.append(dataset_input(predictor, dataset, split, data_dir))
     if not sources:

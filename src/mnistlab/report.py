@@ -57,9 +57,13 @@ class _Lazy:
     def __call__(self) -> Any:
         if self._data is None:
             from mnistlab.data import load_dataset
+            from mnistlab.data.sources import data_options
 
+            shape = self.config.get("image_shape")  # set by write_run_report from summary.json
+            recorded = {"in_channels": shape[0], "image_size": shape[-1]} if shape else None
             self._data = load_dataset(
-                self.config["dataset"], self.config.get("data_dir"), seed=int(self.config.get("seed") or 0)
+                self.config["dataset"], self.config.get("data_dir"), seed=int(self.config.get("seed") or 0),
+                **data_options(self.config, recorded),
             )
         return self._data
 
@@ -81,8 +85,8 @@ def write_run_report(
         checkpoint, checkpoint_epoch: which checkpoint ("best" or "last") and epoch test_logits
             come from, for the report's "checkpoint scored"; None: the one summary.json says
             train scored.
-        data: the run's dataset when no catalog holds it (data given to mnistlab.fit); None: loaded
-            from the run's config.
+        data: the run's dataset as loaded (by train or evaluate; the only copy of data given to
+            mnistlab.fit); None: loaded from the run's config, in the shape summary.json records.
 
     Returns:
         A ReportResult; `failed` maps each plot that could not be drawn to its error.
@@ -92,7 +96,7 @@ def write_run_report(
     summary = run.summary
     history = run.history
     is_text = config.get("task") == "text"
-    data = _Lazy(config, data)
+    data = _Lazy({**config, "image_shape": summary.get("image_shape")}, data)
     result = ReportResult()
     plots_dir = run.path / "plots"
     plots_dir.mkdir(exist_ok=True)
@@ -247,6 +251,7 @@ def _samples(path: Path, config: dict[str, Any], data: _Lazy) -> Path:
     import torch
 
     from mnistlab.data import BatchIterator, split_indices
+    from mnistlab.data.augment import augment_kind, augment_text
     from mnistlab.data.loader import normalisation
     from mnistlab.plots import save_image_grid
 
@@ -254,7 +259,7 @@ def _samples(path: Path, config: dict[str, Any], data: _Lazy) -> Path:
     seed = int(config.get("seed") or 0)
     train_idx, _ = split_indices(d.train_labels, float(config.get("valid_fraction") or 0.0), seed,
                                  bool(config.get("stratify", False)))
-    augment = bool(config.get("augment"))
+    augment = augment_kind(config.get("augment"), d.in_channels, d.image_size)
     if isinstance(d.train_images, torch.Tensor):
         batches = BatchIterator(
             d.train_images[train_idx], d.train_labels[train_idx], batch_size=MAX_SAMPLES, mean=d.mean, std=d.std,
@@ -271,7 +276,7 @@ def _samples(path: Path, config: dict[str, Any], data: _Lazy) -> Path:
     scale, shift = normalisation(d.mean, d.std, x.shape[1])
     pixels = ((x - shift.to(x.dtype)) / scale.to(x.dtype)).round().clamp(0, 255).to(torch.uint8)
     classes = [str(c) for c in d.classes]
-    how = "augmented (random shifts of up to 2 px), " if augment else ""
+    how = f"augmented ({augment_text(augment)}), " if augment else ""
     return save_image_grid(
         pixels, [classes[int(k)][:10] for k in y], path, ncols=8,
         title=f"training inputs, {how}normalised with mean {_fmt_list(d.mean)} std {_fmt_list(d.std)} and rendered back",

@@ -13,12 +13,24 @@ S = argparse.SUPPRESS
 def add_data_flags(p: argparse.ArgumentParser, dataset_default: Any = S) -> None:
     p.add_argument(
         "--dataset", default=dataset_default, metavar="NAME",
-        help="mnist, fashion-mnist, kmnist, folder:PATH or csv:PATH (default: mnist)",
+        help="mnist, fashion-mnist, kmnist, cifar10, cifar100, folder:PATH or csv:PATH (default: mnist)",
     )
     p.add_argument(
         "--data-dir", default=S, metavar="DIR",
         help="data root (default: $MNISTLAB_DATA, else ~/.cache/mnistlab); dataset NAME is read from DIR/NAME/",
     )
+
+
+def add_shape_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--channels, --image-size (folder: data) and --labels (cifar100): what the images and classes are."""
+    p.add_argument("--channels", default=S, choices=["auto", "1", "3"],
+                   help="folder:PATH: 1 (gray) or 3 (colour) channels; auto (default): 3 when a training image "
+                   "has colour")
+    p.add_argument("--image-size", type=int, default=S, metavar="N",
+                   help="folder:PATH: resize to NxN, keeping the aspect ratio (black bars); default 28 for 1 "
+                   "channel, 32 for 3")
+    p.add_argument("--labels", default=S, choices=["fine", "coarse"],
+                   help="cifar100: the 100 fine classes (default) or the 20 coarse ones")
 
 
 def clip_grad_value(text: str) -> float:
@@ -75,12 +87,15 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--config", "-c", default=S, metavar="FILE", help="YAML file of settings (flags win over it)")
     g.add_argument("--model", "-m", default=S, help="model name (see `mnistlab models`; default: fast)")
     add_data_flags(g)
+    add_shape_flags(g)
     g.add_argument("--set", dest="set", action="append", default=S, metavar="KEY=VALUE",
                    help="model option, repeatable: --set hidden_dims=784,128,128,128 --set batchnorm=false")
     g.add_argument("--init", default=S, help="weight init: default, gaussian, xavier, kaiming, zeros")
     g.add_argument("--valid-fraction", type=float, default=S, metavar="F", help="held-out validation share (default 0.2)")
     g.add_argument("--stratify", action="store_true", default=S, help="stratified train/valid split")
-    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=S, help="random shifts of up to 2 px")
+    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=S,
+                   help="on the device, per batch: random shifts of up to 2 px for 1-channel data (digits: no "
+                   "flips); random crops of the image padded by 1/8 of its side, and horizontal flips, for colour")
 
     add_optimisation_flags(p.add_argument_group("optimisation (defaults: the model's recipe, see `mnistlab models`)"))
 

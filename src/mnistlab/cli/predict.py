@@ -26,10 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the predict sub-command."""
     p = sub.add_parser(
         "predict",
-        help="predict digits in image files, CSV pixel rows, .npy/.npz arrays, IDX files or a dataset split",
+        help="predict digits (or a colour run's classes) in image files, CSV pixel rows, .npy/.npz arrays, IDX files "
+        "or a dataset split",
         description="Predict digits. Image files (PNG, JPEG, BMP, GIF) of any size, colour and polarity are "
         "preprocessed the way MNIST was made (grayscale, white on black, cropped, scaled to 20 px, centred by "
-        "mass in 28x28). Array-like inputs are MNIST-shaped already and get only the training normalisation: "
+        "mass in 28x28); a colour run's images are instead resized (aspect ratio kept) and normalised as its "
+        "training images were. Array-like inputs are MNIST-shaped already and get only the training normalisation: "
         "a CSV of pixel rows (pixel0..pixel783, optionally a label column; Kaggle's test.csv), a .npy/.npz "
         "array [N, H, W] or [N, C, H, W] (uint8 0-255 or float 0-1), an IDX images file (labels beside it are "
         "used). Without --out, prints `name  digit  confidence` per image; exit code 1 if any file could not "
@@ -160,6 +162,9 @@ def run_predict(args: argparse.Namespace) -> int:
     _check_flags(args)
     predictor = Predictor.from_run(args.run, args.checkpoint, model_code(args))
     predictor.batch_size = args.batch_size
+    if args.preprocess == "photo" and predictor.in_channels == 3:
+        raise UsageError("--preprocess photo is the MNIST digit preprocessing, for gray runs; this run takes "
+                         "colour images, which are resized and normalised as in training (--preprocess auto)")
     sources = open_inputs(args.images, predictor, photo_arrays=args.preprocess == "photo", dataset=args.dataset,
                           split=args.split or "test", data_dir=args.data_dir)
     if args.metrics and not any(s.has_labels for s in sources):

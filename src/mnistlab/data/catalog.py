@@ -120,16 +120,138 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+@dataclass(frozen=True)
+class ArchiveSpec:
+    """A named dataset published as one tar.gz archive of binary record files (CIFAR's binary version).
+
+    Each record is `label_bytes` label bytes, then channels x side x side pixel bytes (the red
+    plane, then green, then blue, each row by row). Only the binary version is used: the
+    "python version" is pickles, and loading a pickle runs code.
+
+    Attributes:
+        name: the catalog name, also the folder under the data root ("cifar10").
+        archive: the archive's file name, as the mirrors serve it.
+        md5: the archive's md5 as the dataset's official page publishes it.
+        archive_bytes: the official archive's size (a download announcing more is refused).
+        mirrors: base URLs, tried in order.
+        folder: the folder inside the archive that holds the files (kept under <root>/<name>/).
+        train_files, test_files: record files, with the number of records each holds.
+        label_sets: "fine"/"coarse" -> (byte of the record holding the label, the archive's file of
+            class names one per line, the number of classes); the first is the default.
+    """
+
+    name: str
+    archive: str
+    md5: str
+    archive_bytes: int
+    mirrors: tuple[str, ...]
+    folder: str
+    train_files: tuple[tuple[str, int], ...]
+    test_files: tuple[tuple[str, int], ...]
+    label_bytes: int
+    label_sets: dict[str, tuple[int, str, int]]
+    channels: int = 3
+    side: int = 32
+
+    @property
+    def record_bytes(self) -> int:
+        """Bytes of one record: its labels and its pixels."""
+        return self.label_bytes + self.channels * self.side * self.side
+
+    @property
+    def members(self) -> dict[str, int]:
+        """Record files by archive member name -> the exact bytes each must hold (class-name files,
+        `meta_members`, are capped at META_MAX_BYTES instead)."""
+        return {f"{self.folder}/{name}": count * self.record_bytes for name, count in self.train_files + self.test_files}
+
+    @property
+    def meta_members(self) -> tuple[str, ...]:
+        """The archive members naming the classes."""
+        return tuple(dict.fromkeys(f"{self.folder}/{meta}" for _, meta, _ in self.label_sets.values()))
+
+    @property
+    def num_train(self) -> int:
+        """Training records."""
+        return sum(count for _, count in self.train_files)
+
+
+META_MAX_BYTES = 64 * 1024  # a class-names file is a few hundred bytes
+
+# The official page (https://www.cs.toronto.edu/~kriz/cifar.html) publishes an md5 per archive; these
+# are its values for the binary versions, checked against independent copies of that table. No copy
+# of the extracted files was at hand to take their sha256 from, so `data download` records the
+# sha256 of each file it extracts from an archive whose md5 matched (SHA256SUMS in the dataset's
+# folder), and every later load verifies the files against it.
+ARCHIVES: dict[str, ArchiveSpec] = {
+    "cifar10": ArchiveSpec(
+        name="cifar10",
+        archive="cifar-10-binary.tar.gz",
+        md5="c32a1d4ab5d03f1284b67883e8d87530",
+        archive_bytes=170_052_171,
+        mirrors=("https://www.cs.toronto.edu/~kriz/",),
+        folder="cifar-10-batches-bin",
+        train_files=tuple((f"data_batch_{i}.bin", 10000) for i in range(1, 6)),
+        test_files=(("test_batch.bin", 10000),),
+        label_bytes=1,
+        label_sets={"fine": (0, "batches.meta.txt", 10)},
+    ),
+    "cifar100": ArchiveSpec(
+        name="cifar100",
+        archive="cifar-100-binary.tar.gz",
+        md5="03b5dce01913d631647c71ecec9e9cb8",
+        archive_bytes=168_513_733,
+        mirrors=("https://www.cs.toronto.edu/~kriz/",),
+        folder="cifar-100-binary",
+        train_files=(("train.bin", 50000),),
+        test_files=(("test.bin", 10000),),
+        label_bytes=2,  # coarse label, then fine label
+        label_sets={"fine": (1, "fine_label_names.txt", 100), "coarse": (0, "coarse_label_names.txt", 20)},
+    ),
+}
+
+
+def is_archive_dataset(name: str) -> bool:
+    """Whether `name` is a catalog dataset published as an archive (cifar10, cifar100)."""
+    return name in ARCHIVES
+
+
+def catalog_names() -> list[str]:
+    """Every catalog name: the IDX datasets, then the archives."""
+    return [*DATASETS, *ARCHIVES]
+
+
+def get_archive_spec(name: str) -> ArchiveSpec:
+    """The archive entry for `name` (cifar10, cifar100); UsageError as get_dataset_spec for another name."""
+    spec = ARCHIVES.get(name)
+    if spec is None:
+        get_dataset_spec(name)  # an unknown name: its message; an IDX name: not an archive
+        raise UsageError(f"{name} is not published as an archive")
+    return spec
+
+
+def dataset_shape(name: str, labels: str | None = None) -> tuple[int, int, int] | None:
+    """(channels, side, classes) of a catalog dataset from the catalog alone (with `labels`, of that label
+    set; an unknown one: the default's); None for other names."""
+    if name in ARCHIVES:
+        spec = ARCHIVES[name]
+        return spec.channels, spec.side, spec.label_sets.get(labels or "", next(iter(spec.label_sets.values())))[2]
+    if name in DATASETS:
+        return 1, IMAGE_SIDE, len(DATASETS[name].classes)
+    return None
+
+
 def get_dataset_spec(name: str) -> DatasetSpec:
     """The catalog entry for `name`; UsageError naming the close matches for an unknown name."""
     spec = DATASETS.get(name)
     if spec is not None:
         return spec
-    candidates = list(DATASETS)
+    candidates = catalog_names()
     close = difflib.get_close_matches(name.lower(), candidates, n=3, cutoff=0.5)
     normalised = name.strip().lower().replace("_", "-").replace(" ", "-")
-    if normalised in DATASETS and normalised not in close:
+    if normalised in candidates and normalised not in close:
         close.insert(0, normalised)
+    if name in ARCHIVES:
+        raise UsageError(f"{name} is an archive dataset, not IDX files (mnistlab.data.catalog.ARCHIVES)")
     hint = f"did you mean {' or '.join(close)}? " if close else ""
     raise UsageError(
         f"unknown dataset {name!r}: {hint}choose one of {', '.join(candidates)}, folder:PATH or csv:PATH"
@@ -151,7 +273,7 @@ def resolve_data_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
 
 def dataset_folder(name: str, root: str | os.PathLike[str] | None = None) -> Path:
     """<root>/<name>/ for a catalog name (no existence check)."""
-    return resolve_data_root(root) / get_dataset_spec(name).name
+    return resolve_data_root(root) / (name if name in ARCHIVES else get_dataset_spec(name).name)
 
 
 def find_file(folder: Path, gz_name: str) -> Path | None:

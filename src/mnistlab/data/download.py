@@ -7,31 +7,14 @@ then renamed to its final name, so the folder never holds a partial or unverifie
 
 from __future__ import annotations
 
-import http.client
 import os
-import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from mnistlab.data.catalog import FILE_KEYS, IMAGE_SIDE, DatasetSpec, find_file, get_dataset_spec
+from mnistlab.data.catalog import FILE_KEYS, IMAGE_SIDE, DatasetSpec, find_file, get_dataset_spec, is_archive_dataset
+from mnistlab.data.fetch import MirrorFailed, default_mirrors, fetch_url
 from mnistlab.data.idx import IdxFormatError, check_idx
 from mnistlab.errors import DataError
 from mnistlab.tmpfiles import create_temp
-
-_CHUNK = 1 << 20
-_USER_AGENT = "mnistlab (python urllib)"
-
-
-class _MirrorFailed(Exception):
-    """One mirror could not deliver one file; the message is what it said."""
-
-
-def default_mirrors(spec: DatasetSpec) -> list[str]:
-    """$MNISTLAB_MIRRORS (comma-separated base URLs) if set, else the catalog's mirrors."""
-    env = os.environ.get("MNISTLAB_MIRRORS", "")
-    mirrors = [m.strip() for m in env.split(",") if m.strip()]
-    return mirrors or list(spec.mirrors)
 
 
 def max_download_bytes(spec: DatasetSpec, key: str) -> int:
@@ -74,7 +57,13 @@ def verify_dataset(name: str, root: str | os.PathLike[str]) -> dict[str, str]:
     Returns:
         file key -> "ok" | "missing" | "bad checksum" | "corrupt: REASON". For datasets with
         no known checksum, "ok" means a valid IDX file with the expected shape and count.
+        For cifar10/cifar100, see `mnistlab.data.archive.verify_archive_dataset` (keys are the
+        archive's file names; "unverified" for files extracted by hand).
     """
+    if is_archive_dataset(name):
+        from mnistlab.data.archive import verify_archive_dataset
+
+        return verify_archive_dataset(name, root)
     spec = get_dataset_spec(name)
     folder = Path(root) / spec.name
     result: dict[str, str] = {}
@@ -82,68 +71,6 @@ def verify_dataset(name: str, root: str | os.PathLike[str]) -> dict[str, str]:
         path = find_file(folder, spec.files[key][0])
         result[key] = "missing" if path is None else check_file(spec, key, path)
     return result
-
-
-def _fetch(url: str, dest: Path, *, timeout: float, progress: bool, max_bytes: int) -> None:
-    """Stream `url` into the open-for-writing path `dest`; _MirrorFailed on anything but a whole file.
-
-    More than `max_bytes` (announced or sent) is refused as soon as it shows.
-    """
-    from tqdm import tqdm
-
-    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
-            status = getattr(resp, "status", None)  # None for file:// URLs
-            if status is not None and status != 200:
-                raise _MirrorFailed(f"HTTP {status}")
-            length_header = resp.headers.get("Content-Length")
-            length = int(length_header) if length_header and length_header.isdigit() else None
-            if length is not None and length > max_bytes:
-                raise _MirrorFailed(f"announces {length} bytes, more than the {max_bytes} this file can take")
-            content_type = resp.headers.get("Content-Type", "") or ""
-            received = 0
-            with open(dest, "wb") as out, tqdm(
-                total=length, unit="B", unit_scale=True, unit_divisor=1024, desc=url.rsplit("/", 1)[-1],
-                file=sys.stderr, disable=not progress, leave=False,
-            ) as bar:
-                while True:
-                    chunk = resp.read(_CHUNK)
-                    if not chunk:
-                        break
-                    if received == 0 and chunk[:2] != b"\x1f\x8b":
-                        # Captive portals and some mirrors answer 200 with an HTML page.
-                        html = "html" in content_type or chunk.lstrip()[:1] == b"<"
-                        kind = "an HTML page" if html else "data that is not gzip"
-                        raise _MirrorFailed(f"returned {kind} (Content-Type {content_type or 'unknown'})")
-                    try:
-                        out.write(chunk)
-                    except OSError as e:
-                        # A local failure (disk full, quota): no other mirror can help, so stop here.
-                        name = url.rsplit("/", 1)[-1]
-                        raise DataError(
-                            f"cannot write {dest.parent / name}: {e.strerror or e}; free some disk space "
-                            "or choose another --data-dir"
-                        ) from None
-                    received += len(chunk)
-                    if received > max_bytes:
-                        raise _MirrorFailed(f"sent more than the {max_bytes} bytes this file can take")
-                    bar.update(len(chunk))
-            # http.client returns a short body without complaint when the connection drops.
-            if length is not None and received < length:
-                raise _MirrorFailed(f"transfer cut short ({received} of {length} bytes)")
-            if received == 0:
-                raise _MirrorFailed("empty response")
-    except _MirrorFailed:
-        raise
-    except urllib.error.HTTPError as e:
-        raise _MirrorFailed(f"HTTP {e.code} {e.reason}") from None
-    except urllib.error.URLError as e:
-        raise _MirrorFailed(f"cannot connect ({e.reason})") from None
-    except TimeoutError:
-        raise _MirrorFailed(f"timed out after {timeout:g} s") from None
-    except (http.client.HTTPException, OSError, ValueError) as e:
-        raise _MirrorFailed(f"{type(e).__name__}: {e}") from None
 
 
 def _download_file(spec: DatasetSpec, key: str, folder: Path, mirrors: list[str], *, timeout: float,
@@ -160,11 +87,11 @@ def _download_file(spec: DatasetSpec, key: str, folder: Path, mirrors: list[str]
         os.close(fd)
         try:
             try:
-                _fetch(url, tmp, timeout=timeout, progress=progress, max_bytes=max_download_bytes(spec, key))
+                fetch_url(url, tmp, timeout=timeout, progress=progress, max_bytes=max_download_bytes(spec, key))
                 status = check_file(spec, key, tmp)
                 if status != "ok":
-                    raise _MirrorFailed(f"downloaded file is {status}")
-            except _MirrorFailed as e:
+                    raise MirrorFailed(f"downloaded file is {status}")
+            except MirrorFailed as e:
                 failures.append(f"{url}: {e}")
                 continue
             os.replace(tmp, final)
@@ -200,6 +127,10 @@ def download_dataset(
         DataError: a file could not be downloaded from any mirror (each mirror's answer listed).
         UsageError: unknown dataset name.
     """
+    if is_archive_dataset(name):  # cifar10, cifar100: one archive, md5-checked and extracted safely
+        from mnistlab.data.archive import download_archive
+
+        return download_archive(name, root, mirrors=mirrors, timeout=timeout, progress=progress)
     spec = get_dataset_spec(name)
     folder = Path(root).expanduser() / spec.name
     try:

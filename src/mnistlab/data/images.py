@@ -4,10 +4,13 @@
 pixel is decoded (missing or empty files, formats other than PNG/JPEG/BMP/GIF, images over a
 pixel limit: decompression bombs), then decodes and applies the EXIF orientation, so a phone
 photo stored sideways with an Orientation tag is read upright. `to_grayscale` turns any mode
-into float pixels in [0, 1] (16-bit scaled, transparency composited on white).
+into float pixels in [0, 1] (16-bit scaled, transparency composited on white), `to_rgb` into uint8
+RGB the same way. `read_image` is what `folder:` datasets and `predict` of a colour run use: one or
+three channels, resized keeping the aspect ratio and centred on a black square.
 
 Example:
     >>> x = read_grayscale("digits/3.png", size=28)      # doctest: +SKIP  (uint8 [28, 28])
+    >>> y = read_image("photos/cat.jpg", channels=3, size=32)   # doctest: +SKIP  (uint8 [3, 32, 32])
 """
 
 from __future__ import annotations
@@ -134,12 +137,91 @@ def to_grayscale(img: Image.Image) -> np.ndarray:
 
 
 def read_grayscale(source: str | Path, size: int) -> np.ndarray:
-    """An image file as uint8 [size, size] grayscale (opened by `open_image`, resized with LANCZOS).
+    """An image file as uint8 [size, size] grayscale: `read_image` with one channel (aspect ratio kept,
+    centred on black, as `folder:` datasets read it).
 
     Raises:
         ImageError: as `open_image`.
     """
-    x = to_grayscale(open_image(source))
-    if x.shape != (size, size):
-        x = np.asarray(Image.fromarray(x, mode="F").resize((size, size), Image.Resampling.LANCZOS))
-    return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return read_image(source, 1, size)[0]
+
+
+# Modes that hold no colour whatever their pixels are.
+GRAY_MODES = ("1", "L", "LA", "La", "F", "I", "I;16", "I;16B", "I;16L", "I;16N")
+# JPEG's rounding can leave a gray picture saved as RGB with channels a level or two apart.
+COLOUR_TOLERANCE = 2
+
+
+def to_rgb(img: Image.Image) -> np.ndarray:
+    """Uint8 [H, W, 3]: transparency composited on white, palettes expanded, 16-bit gray scaled (as `to_grayscale`)."""
+    if img.mode in _SIXTEEN_BIT_MODES or img.mode == "F":
+        gray = np.round(to_grayscale(img) * 255.0).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (img.mode in ("RGB", "L") and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def has_colour(img: Image.Image) -> bool:
+    """Whether any pixel's red, green and blue differ by more than COLOUR_TOLERANCE levels of 255."""
+    if img.mode in GRAY_MODES:
+        return False
+    rgb = to_rgb(img).astype(np.int16)
+    spread = np.abs(rgb[:, :, 0] - rgb[:, :, 1]).max(initial=0), np.abs(rgb[:, :, 1] - rgb[:, :, 2]).max(initial=0)
+    return bool(max(spread) > COLOUR_TOLERANCE)
+
+
+def file_mode(path: str | Path) -> str | None:
+    """The image's mode from its header alone (nothing decoded); None when it cannot be read (the
+    decoding reader then says why)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                return str(img.mode)
+    except Exception:  # noqa: BLE001 - any failure is reported by read_image with its reason
+        return None
+
+
+def fitted_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(w, h) of a width x height image scaled so that its longer side is `size` (aspect ratio kept)."""
+    scale = size / max(width, height)
+    return max(1, min(size, round(width * scale))), max(1, min(size, round(height * scale)))
+
+
+def _centre(pixels: np.ndarray, size: int) -> np.ndarray:
+    """[h, w, ...] pasted into the centre of a black [size, size, ...] (the spare pixels split evenly)."""
+    h, w = pixels.shape[:2]
+    out = np.zeros((size, size, *pixels.shape[2:]), dtype=pixels.dtype)
+    top, left = (size - h) // 2, (size - w) // 2
+    out[top : top + h, left : left + w] = pixels
+    return out
+
+
+def square_image(img: Image.Image, channels: int, size: int) -> np.ndarray:
+    """A decoded image as uint8 [channels, size, size]: 1 channel as `to_grayscale`, 3 as `to_rgb`;
+    resized (LANCZOS) so that its longer side is `size`, keeping the aspect ratio, and centred on
+    black (a non-square picture gets black bars, never a squashed copy)."""
+    w, h = fitted_size(img.width, img.height, size)
+    if channels == 1:
+        x = to_grayscale(img)
+        if x.shape != (h, w):
+            x = np.asarray(Image.fromarray(x, mode="F").resize((w, h), Image.Resampling.LANCZOS))
+        gray = np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+        return _centre(gray, size)[None]
+    rgb = to_rgb(img)
+    if rgb.shape[:2] != (h, w):
+        rgb = np.asarray(Image.fromarray(rgb, mode="RGB").resize((w, h), Image.Resampling.LANCZOS))
+    return np.ascontiguousarray(_centre(rgb, size).transpose(2, 0, 1))
+
+
+def read_image(source: str | Path | bytes, channels: int, size: int, *, name: str | None = None) -> np.ndarray:
+    """An image file (or its bytes) as uint8 [channels, size, size]: opened by `open_image`, then `square_image`.
+
+    Raises:
+        ImageError: as `open_image`.
+    """
+    return square_image(open_image(source, name), channels, size)

@@ -14,7 +14,9 @@ from collections.abc import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-MAX_SHIFT = 2  # pixels, for augment=True
+from mnistlab.data.augment import DIGIT_SHIFT, Augment
+
+MAX_SHIFT = DIGIT_SHIFT  # pixels, for augment=True
 
 
 def _per_channel(value: float | Sequence[float], channels: int, what: str) -> list[float]:
@@ -45,29 +47,36 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
 
 
-def _shift_offsets(shape: tuple[int, ...], max_shift: int, device: torch.device) -> torch.Tensor:
-    """Flat offsets [C*H*W] of an unshifted crop inside one zero-padded image [C, H+2m, W+2m]."""
+def _shift_offsets(shape: tuple[int, ...], max_shift: int, device: torch.device, flip: bool = False) -> torch.Tensor:
+    """Flat offsets [C*H*W] of an unshifted crop inside one zero-padded image [C, H+2m, W+2m]
+    (with `flip`, of its mirror image: output column c reads column W-1-c)."""
     c, h, w = shape
     hp, wp = h + 2 * max_shift, w + 2 * max_shift
     ch = torch.arange(c, device=device).view(c, 1, 1) * (hp * wp)
     rows = torch.arange(h, device=device).view(1, h, 1) * wp
     cols = torch.arange(w, device=device).view(1, 1, w)
+    if flip:
+        cols = (w - 1) - cols
     return (ch + rows + cols).reshape(-1)
 
 
 def _gather_shifted(
     padded_flat: torch.Tensor, sample_idx: torch.Tensor, shifts: torch.Tensor, base: torch.Tensor,
-    shape: tuple[int, ...], max_shift: int,
+    shape: tuple[int, ...], max_shift: int, flips: torch.Tensor | None = None, flipped: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Crops of padded images, sample i moved by shifts[i] = (dy, dx): one index_select for the batch.
 
     The flat index of output pixel (ch, r, c) of sample i is
     i*C*Hp*Wp + ch*Hp*Wp + (r - dy + m)*Wp + (c - dx + m): a per-sample scalar plus `base`.
+    Where flips[i] is 1 the sample is also mirrored left-right: `flipped` offsets replace `base`.
     """
     c, h, w = shape
     hp, wp = h + 2 * max_shift, w + 2 * max_shift
     start = sample_idx * (c * hp * wp) + (max_shift - shifts[:, 0]) * wp + (max_shift - shifts[:, 1])
-    flat = (start.view(-1, 1) + base.view(1, -1)).view(-1)
+    offsets = base.view(1, -1)
+    if flips is not None and flipped is not None:
+        offsets = torch.where(flips.view(-1, 1).bool(), flipped.view(1, -1), offsets)
+    flat = (start.view(-1, 1) + offsets).view(-1)
     return padded_flat.index_select(0, flat).view(-1, c, h, w)
 
 
@@ -100,7 +109,9 @@ class BatchIterator:
     to a multiple of world_size first, so every rank has the same number of batches.
 
     augment=True: each image is shifted by up to 2 pixels in x and y (zero fill), with the
-    shifts drawn from the same per-epoch generator.
+    shifts drawn from the same per-epoch generator. augment=Augment(m, flip=True) (what
+    `--augment` picks for colour data, mnistlab.data.augment): random crops of the image
+    zero-padded by m pixels, and half the images mirrored left-right, drawn after the shifts.
     """
 
     def __init__(
@@ -117,7 +128,7 @@ class BatchIterator:
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
         channels_last: bool = False,
-        augment: bool = False,
+        augment: bool | Augment | None = False,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
@@ -139,18 +150,22 @@ class BatchIterator:
         self.drop_last = drop_last
         self.dtype = dtype
         self.channels_last = channels_last
-        self.augment = augment
+        kind = Augment(MAX_SHIFT) if augment is True else (augment or None)
+        self.augment = kind is not None
+        self._m = kind.max_shift if kind is not None else 0
+        self._flip = bool(kind is not None and kind.flip)
         self.rank, self.world_size = int(rank), int(world_size)
         scale, shift = normalisation(mean, std, images.shape[1])
         self._scale = scale.to(self.device, dtype)
         self._shift = shift.to(self.device, dtype)
         self._epoch = 0
-        if augment:
+        if self.augment:
             # Padded once here, so that each batch is a single gather that picks the samples and
             # shifts them at the same time (advanced indexing and per-batch padding are far slower).
             self._shape = tuple(self.images.shape[1:])
-            self._padded = F.pad(self.images, (MAX_SHIFT,) * 4).reshape(-1)
-            self._base = _shift_offsets(self._shape, MAX_SHIFT, self.device)
+            self._padded = F.pad(self.images, (self._m,) * 4).reshape(-1)
+            self._base = _shift_offsets(self._shape, self._m, self.device)
+            self._flipped = _shift_offsets(self._shape, self._m, self.device, flip=True) if self._flip else None
 
     @property
     def num_samples(self) -> int:
@@ -191,16 +206,23 @@ class BatchIterator:
         self._epoch += 1
         gen = epoch_generator(self.seed, epoch) if (self.shuffle or self.augment) else None
         order = self._order(gen)
-        shifts = None
+        shifts = flips = None
         if self.augment:
             # Drawn for the whole dataset in index order after the permutation: the shift of
             # sample i in epoch e does not depend on batch size or sharding.
-            shifts = torch.randint(-MAX_SHIFT, MAX_SHIFT + 1, (len(self.images), 2), generator=gen)
+            shifts = torch.randint(-self._m, self._m + 1, (len(self.images), 2), generator=gen)
             shifts = shifts.to(self.device)
-        return self._batches(order, shifts)
+            if self._flip:  # drawn after the shifts, so digits' shifts are what they always were
+                flips = torch.randint(0, 2, (len(self.images),), generator=gen).to(self.device)
+        return self._batches(order, shifts, flips)
+
+    def _augmented(self, idx: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor | None) -> torch.Tensor:
+        """Samples `idx`, shifted (and flipped) by their draws, picked from the padded copy in one gather."""
+        return _gather_shifted(self._padded, idx, shifts.index_select(0, idx), self._base, self._shape, self._m,
+                               None if flips is None else flips.index_select(0, idx), self._flipped)
 
     def _batches(
-        self, order: torch.Tensor | None, shifts: torch.Tensor | None
+        self, order: torch.Tensor | None, shifts: torch.Tensor | None, flips: torch.Tensor | None = None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         bs = self.batch_size
         n = len(self.images)
@@ -211,8 +233,7 @@ class BatchIterator:
                 if shifts is None:
                     x = self.images[lo:hi]
                 else:
-                    idx = torch.arange(lo, hi, device=self.device)
-                    x = _gather_shifted(self._padded, idx, shifts[lo:hi], self._base, self._shape, MAX_SHIFT)
+                    x = self._augmented(torch.arange(lo, hi, device=self.device), shifts, flips)
             else:
                 idx = order[lo:hi]
                 # index_select, not images[idx]: the same gather with far less per-call overhead.
@@ -220,10 +241,7 @@ class BatchIterator:
                 if shifts is None:
                     x = self.images.index_select(0, idx)
                 else:
-                    # Picks the samples and shifts them in one gather from the padded copy.
-                    x = _gather_shifted(
-                        self._padded, idx, shifts.index_select(0, idx), self._base, self._shape, MAX_SHIFT
-                    )
+                    x = self._augmented(idx, shifts, flips)
             # to() copies, so the in-place ops never touch the resident uint8 set.
             x = x.to(self.dtype).mul_(self._scale).add_(self._shift)
             if self.channels_last:

@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from mnistlab.data.catalog import FILE_KEYS, find_file, get_dataset_spec, resolve_data_root
+from mnistlab.data.catalog import (
+    FILE_KEYS,
+    dataset_shape,
+    find_file,
+    get_dataset_spec,
+    is_archive_dataset,
+    resolve_data_root,
+)
 from mnistlab.data.idx import read_idx_with_digest
-from mnistlab.data.images import ImageError, read_grayscale
+from mnistlab.data.images import GRAY_MODES, ImageError, file_mode, has_colour, open_image, read_image
+from mnistlab.data.memory import check_fits, image_bytes
 from mnistlab.data.pixel_csv import read_pixel_csv
 from mnistlab.data.split import split_indices
-from mnistlab.errors import DataError
+from mnistlab.errors import DataError, UsageError
 
-IMAGE_SIZE = 28
+DEFAULT_SIZES = {1: 28, 3: 32}  # folder: image side by channels (MNIST's 28, CIFAR's 32)
+CHANNELS = ("auto", "1", "3")
+LABEL_SETS = ("fine", "coarse")
 HOLDOUT_FRACTION = 0.2  # test share held out of folder and CSV datasets that have no test split
 MAX_CSV_CLASSES = 1000  # CSV labels are class numbers 0..K-1; a larger one is a typo, not class 100000000
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
@@ -43,6 +55,7 @@ class ImageData:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     location: str
+    note: str = ""  # how the shape was decided (folder: data), for `data info`
 
     @property
     def num_classes(self) -> int:
@@ -51,40 +64,135 @@ class ImageData:
 
     @property
     def in_channels(self) -> int:
-        """Image channels (1 for the MNIST family)."""
+        """Image channels (1 for the MNIST family, 3 for CIFAR and colour folders)."""
         return int(self.train_images.shape[1])
 
     @property
     def image_size(self) -> int:
-        """Image height (= width; 28 for the MNIST family)."""
+        """Image height (= width; 28 for the MNIST family, 32 for CIFAR)."""
         return int(self.train_images.shape[-1])
 
 
-def load_dataset(name: str, data_dir: str | None = None, *, download: bool = False, seed: int = 0) -> ImageData:
+def parse_channels(value: str | int | None) -> int | None:
+    """--channels auto|1|3 -> None (auto), 1 or 3; UsageError otherwise."""
+    text = "auto" if value is None else str(value).strip().lower()
+    if text not in CHANNELS:
+        raise UsageError(f"bad channels {value!r}: choose auto, 1 or 3")
+    return None if text == "auto" else int(text)
+
+
+def check_image_size(value: int | None) -> int | None:
+    """--image-size N: a whole number from 4 to 1024 (None: the default for the channels)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 4 <= value <= 1024:
+        raise UsageError(f"bad image-size {value!r}: expected a whole number from 4 to 1024")
+    return value
+
+
+def load_dataset(
+    name: str, data_dir: str | None = None, *, download: bool = False, seed: int = 0,
+    channels: str | int | None = None, image_size: int | None = None, labels: str | None = None,
+) -> ImageData:
     """Load a dataset into memory.
 
     Args:
-        name: a catalog name ("mnist", "fashion-mnist", "kmnist"), read from <root>/<name>/
-            (.gz or uncompressed IDX files with the standard names); "folder:PATH" (PATH/train/<class>/
+        name: a catalog name ("mnist", "fashion-mnist", "kmnist": IDX files read from <root>/<name>/;
+            "cifar10", "cifar100": the official binary archives' files); "folder:PATH" (PATH/train/<class>/
             and PATH/test/<class>/, or PATH/<class>/ alone) of PNG/JPEG/BMP images, opened as `predict`
-            opens them (mnistlab.data.images: EXIF orientation, 16-bit scaling, size limit) and
-            converted to 28x28 grayscale; or "csv:PATH", rows `label,pixel0,...,pixel783` with an optional header.
-            Folder and CSV data without a test split get a seeded 20% held out as test.
+            opens them (mnistlab.data.images: EXIF orientation, 16-bit scaling, size limit), with
+            `channels` and `image_size`; or "csv:PATH", rows `label,pixel0,...,pixel783` with an optional
+            header. Folder and CSV data without a test split get a seeded 20% held out as test.
         data_dir: the data root for catalog names (default: $MNISTLAB_DATA, else ~/.cache/mnistlab).
         download: fetch missing catalog files instead of failing.
         seed: seeds the held-out test split of folder and CSV data.
+        channels: folder: data only: "auto" (default: 3 when any training image has colour, else 1),
+            1 or 3. Other datasets accept only their own (or auto).
+        image_size: folder: data only: the side of the square images (default 28 for one channel, 32
+            for three); a non-square image is resized keeping its aspect ratio and centred on black.
+        labels: cifar100 only: "fine" (default, 100 classes) or "coarse" (20 superclasses).
 
     Raises:
         DataError: missing files (saying where to put them and how to download them), corrupt
             files, labels out of range, image/label count mismatches, unreadable images, bad CSV rows,
-            folder or CSV data that gives an empty test split.
-        UsageError: unknown dataset name.
+            folder or CSV data that gives an empty test split, images over the memory budget.
+        UsageError: unknown dataset name, options the dataset does not take.
     """
+    wanted_channels, size = parse_channels(channels), check_image_size(image_size)
+    if labels not in (None, *LABEL_SETS):
+        raise UsageError(f"bad labels {labels!r}: choose fine or coarse")
     if name.startswith("folder:"):
-        return _load_folder(name, Path(name[len("folder:") :]).expanduser(), seed)
+        _no_labels_option(name, labels)
+        return _load_folder(name, Path(name[len("folder:") :]).expanduser(), seed, wanted_channels, size)
     if name.startswith("csv:"):
-        return _load_csv(name, Path(name[len("csv:") :]).expanduser(), seed)
-    return _load_catalog(name, data_dir, download)
+        _no_labels_option(name, labels)
+        data = _load_csv(name, Path(name[len("csv:") :]).expanduser(), seed)
+    elif is_archive_dataset(name):
+        _check_catalog_shape(name, wanted_channels, size)
+        data = _load_archive(name, data_dir, download, labels)
+    else:
+        _no_labels_option(name, labels)
+        _check_catalog_shape(name, wanted_channels, size)
+        data = _load_catalog(name, data_dir, download)
+    _check_shape_options(data, wanted_channels, size)
+    return data
+
+
+def data_options(config: Any, shape: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """load_dataset's shape options (channels, image_size, labels) from a TrainConfig, a run's config dict
+    or parsed flags. With `shape` (a checkpoint's "data": in_channels, image_size), a folder: run's data
+    is read in the shape it was trained on: `--channels auto` was decided once, when the run started."""
+    get = config.get if isinstance(config, Mapping) else (lambda key: getattr(config, key, None))
+    options = {"channels": get("channels"), "image_size": get("image_size"), "labels": get("labels")}
+    if shape and str(get("dataset") or "").startswith("folder:"):
+        options["channels"], options["image_size"] = int(shape["in_channels"]), int(shape["image_size"])
+    return options
+
+
+def _no_labels_option(name: str, labels: str | None) -> None:
+    if labels not in (None, "fine"):
+        raise UsageError(f"--labels {labels} is for cifar100 (fine or coarse classes); {name} has one set of labels")
+
+
+def _check_shape_options(data: ImageData, channels: int | None, size: int | None) -> None:
+    """--channels and --image-size shape folder: data; any other dataset has its own shape (they may name it)."""
+    _refuse_other_shape(data.name, (data.in_channels, data.image_size), channels, size)
+
+
+def _check_catalog_shape(name: str, channels: int | None, size: int | None) -> None:
+    """The same check from the catalog alone, before any file is read or downloaded."""
+    shape = dataset_shape(name)
+    if shape is not None:
+        _refuse_other_shape(name, shape[:2], channels, size)
+
+
+def _refuse_other_shape(name: str, shape: tuple[int, int], channels: int | None, size: int | None) -> None:
+    if channels not in (None, shape[0]) or size not in (None, shape[1]):
+        raise UsageError(
+            f"{name} holds {shape[0]}x{shape[1]}x{shape[1]} images: --channels and --image-size choose the shape "
+            "of folder:PATH datasets only"
+        )
+
+
+# ---------------------------------------------------------------- catalog (archives: CIFAR)
+
+
+def _load_archive(name: str, data_dir: str | None, download: bool, labels: str | None) -> ImageData:
+    from mnistlab.data.cifar import read_archive_dataset
+
+    got = read_archive_dataset(name, resolve_data_root(data_dir), download=download, labels=labels)
+    if got.changed:
+        warnings.warn(
+            f"{', '.join(got.changed)} in {got.location} differ from the files extracted from the official "
+            f"archive (SHA256SUMS); using them anyway. Delete them and run `mnistlab data download --dataset "
+            f"{name}` for the real data", DataWarning, stacklevel=4,
+        )
+    mean, std = mean_std(got.train_images)  # per channel, from these training images
+    return ImageData(
+        name=name, train_images=got.train_images, train_labels=got.train_labels, test_images=got.test_images,
+        test_labels=got.test_labels, classes=got.classes, mean=mean, std=std, location=got.location,
+        note=f"{got.label_set} labels" if name == "cifar100" else "",
+    )
 
 
 # ---------------------------------------------------------------- catalog (IDX)
@@ -211,31 +319,48 @@ def _class_dirs(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
 
 
-def _read_images(class_dirs: dict[str, Path], class_index: dict[str, int]) -> tuple[list[np.ndarray], list[int]]:
-    pixels: list[np.ndarray] = []
+def _image_files(class_dirs: list[Path], class_index: dict[str, int]) -> tuple[list[Path], list[int]]:
+    """The image files of each class folder (sorted, no hidden files) and their labels."""
+    paths: list[Path] = []
     labels: list[int] = []
-    for cls, d in class_dirs.items():
+    for d in class_dirs:
         files = sorted(
             p for p in d.iterdir()
             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
         )
-        for path in files:
-            try:
-                # The loader `predict` uses: EXIF orientation, 16-bit scaling, size and format checks.
-                pixels.append(read_grayscale(path, IMAGE_SIZE))
-            except ImageError as e:
-                raise DataError(f"cannot read image {e}; delete or replace the file") from None
-            labels.append(class_index[cls])
-    return pixels, labels
+        paths += files
+        labels += [class_index[d.name]] * len(files)
+    return paths, labels
 
 
-def _stack(pixels: list[np.ndarray], labels: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    if not pixels:
-        return torch.zeros(0, 1, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8), torch.zeros(0, dtype=torch.long)
-    return torch.from_numpy(np.stack(pixels)).unsqueeze(1), torch.tensor(labels, dtype=torch.long)
+def _any_colour(paths: list[Path]) -> bool:
+    """Whether any of the images has colour: headers first (gray modes need no decoding), then the
+    pixels of those stored in a colour mode, until one has colour."""
+    for path in paths:
+        if file_mode(path) in (None, *GRAY_MODES):
+            continue
+        try:
+            if has_colour(open_image(path)):
+                return True
+        except ImageError:
+            continue  # read_image reports it with its reason
+    return False
 
 
-def _load_folder(name: str, path: Path, seed: int) -> ImageData:
+def _read_images(paths: list[Path], labels: list[int], channels: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 [N, C, size, size] (allocated once: the memory the budget check counted) and int64 [N]."""
+    images = np.empty((len(paths), channels, size, size), dtype=np.uint8)
+    for i, path in enumerate(paths):
+        try:
+            # The loader `predict` uses: EXIF orientation, 16-bit scaling, size and format checks.
+            images[i] = read_image(path, channels, size)
+        except ImageError as e:
+            raise DataError(f"cannot read image {e}; delete or replace the file") from None
+    return torch.from_numpy(images), torch.tensor(labels, dtype=torch.long)
+
+
+def _folder_layout(path: Path) -> tuple[Path, list[str], list[Path], list[int], list[Path] | None, list[int]]:
+    """(train root, classes, train files, their labels, test files or None without a test/ folder, their labels)."""
     if not path.is_dir():
         raise DataError(f"{path} is not a folder; folder:PATH needs PATH/<class>/ or PATH/train/<class>/ of images")
     split_layout = (path / "train").is_dir()
@@ -245,39 +370,59 @@ def _load_folder(name: str, path: Path, seed: int) -> ImageData:
         raise DataError(f"{train_root} has no class folders; put the images in {train_root}/<class name>/")
     classes = [p.name for p in class_paths]
     index = {c: i for i, c in enumerate(classes)}
-    pixels, labels = _read_images({p.name: p for p in class_paths}, index)
-    if not pixels:
+    train_files, train_labels = _image_files(class_paths, index)
+    if not train_files:
         raise DataError(
             f"no images (.png, .jpg, .jpeg, .bmp) in the class folders of {train_root}; add images to "
             f"{train_root}/<class name>/"
         )
-    train_x, train_y = _stack(pixels, labels)
     test_root = path / "test"
-    if split_layout and test_root.is_dir():
-        test_paths = _class_dirs(test_root)
-        unknown = [p.name for p in test_paths if p.name not in index]
-        if unknown:
-            raise DataError(
-                f"{test_root} has class folders {', '.join(unknown)} that {train_root} lacks; "
-                "the test classes must be a subset of the train classes"
-            )
-        # A class missing from test keeps its label index: labels always come from the train classes.
-        test_x, test_y = _stack(*_read_images({p.name: p for p in test_paths}, index))
-        if len(test_y) == 0:
-            raise DataError(
-                f"{test_root} holds no images (.png, .jpg, .jpeg, .bmp) in class folders: add test images to "
-                f"{test_root}/<class name>/, or remove {test_root} to hold out {HOLDOUT_FRACTION:.0%} of "
-                f"{train_root} as test"
-            )
+    if not (split_layout and test_root.is_dir()):
+        return train_root, classes, train_files, train_labels, None, []
+    test_paths = _class_dirs(test_root)
+    unknown = [p.name for p in test_paths if p.name not in index]
+    if unknown:
+        raise DataError(
+            f"{test_root} has class folders {', '.join(unknown)} that {train_root} lacks; "
+            "the test classes must be a subset of the train classes"
+        )
+    # A class missing from test keeps its label index: labels always come from the train classes.
+    test_files, test_labels = _image_files(test_paths, index)
+    if not test_files:
+        raise DataError(
+            f"{test_root} holds no images (.png, .jpg, .jpeg, .bmp) in class folders: add test images to "
+            f"{test_root}/<class name>/, or remove {test_root} to hold out {HOLDOUT_FRACTION:.0%} of "
+            f"{train_root} as test"
+        )
+    return train_root, classes, train_files, train_labels, test_files, test_labels
+
+
+def _load_folder(name: str, path: Path, seed: int, channels: int | None, image_size: int | None) -> ImageData:
+    train_root, classes, train_files, train_labels, test_files, test_labels = _folder_layout(path)
+    auto = channels is None
+    if auto:  # decided once, from the training images, and recorded with the run (its data's shape)
+        channels = 3 if _any_colour(train_files) else 1
+    size = image_size or (DEFAULT_SIZES[channels])
+    count = len(train_files) + len(test_files or [])
+    check_fits(
+        image_bytes(count, channels, size), f"{count:,} images of {channels}x{size}x{size} in {path}",
+        f"lower --image-size (now {size})" + (", or --channels 1" if channels == 3 else ""),
+    )
+    train_x, train_y = _read_images(train_files, train_labels, channels, size)
+    if test_files is not None:
+        test_x, test_y = _read_images(test_files, test_labels, channels, size)
     else:
         train_x, train_y, test_x, test_y = holdout(
             train_x, train_y, seed, path, "image",
             f"add images, or put test images in {path}/test/<class name>/ (and train images in {path}/train/)",
         )
     mean, std = mean_std(train_x)
+    how = ("auto: the training images have colour" if channels == 3 else "auto: no training image has colour") \
+        if auto else "--channels"
     return ImageData(
         name=name, train_images=train_x, train_labels=train_y, test_images=test_x, test_labels=test_y,
         classes=classes, mean=mean, std=std, location=str(path.resolve()),
+        note=f"{channels} channel{'s' if channels > 1 else ''} ({how})",
     )
 
 

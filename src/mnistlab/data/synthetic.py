@@ -1,7 +1,9 @@
-"""A made-up, learnable MNIST-shaped dataset: for tests, quick benchmarks and trying the tool offline.
+"""Made-up, learnable datasets: for tests, quick benchmarks and trying the tool offline.
 
-It is written as the four standard IDX files, so everything downstream (loading,
-training, evaluation) runs its real code path on it in a fraction of a second.
+`write_fake_mnist` writes an MNIST-shaped one as the four standard IDX files, so everything
+downstream (loading, training, evaluation) runs its real code path on it in a fraction of a
+second. `write_colour_folder` writes a colour one as a folder of PNG files (`folder:PATH`),
+whose classes need the colour to be told apart.
 """
 
 from __future__ import annotations
@@ -45,3 +47,55 @@ def write_fake_mnist(folder: Path, n_train: int = FAKE_TRAIN, n_test: int = FAKE
     write_idx(folder / "t10k-images-idx3-ubyte.gz", test_x)
     write_idx(folder / "t10k-labels-idx1-ubyte.gz", test_y)
     return folder
+
+
+# ---------------------------------------------------------------- a made colour dataset
+
+#: The classes of `make_fake_colour`: a shape in a colour. Each image's brightness is random, so
+#: a gray copy of the set cannot tell the colours apart: the classes need the three channels.
+COLOUR_NAMES = ("red", "green", "blue", "yellow", "magenta")
+SHAPES = ("square", "ring")
+COLOUR_CLASSES = tuple(f"{colour}-{shape}" for shape in SHAPES for colour in COLOUR_NAMES)
+_RGB = np.array([(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (1, 0, 1)], dtype=np.float32)
+
+
+def make_fake_colour(n: int, seed: int, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 [n, 3, size, size], labels uint8 [n]) of COLOUR_CLASSES: a filled square or a
+    ring of one colour, of random size, place and brightness, on coloured noise. Balanced classes
+    in random order."""
+    rng = np.random.default_rng(seed)
+    k = len(COLOUR_CLASSES)
+    labels = rng.permutation(np.arange(n) % k).astype(np.uint8)
+    images = rng.integers(0, 70, size=(n, 3, size, size)).astype(np.float32)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for i, label in enumerate(labels):
+        shape, colour = divmod(int(label), len(COLOUR_NAMES))
+        r = rng.uniform(0.18, 0.3) * size
+        cy, cx = rng.uniform(r, size - r, 2)
+        dist = np.maximum(np.abs(yy - cy), np.abs(xx - cx)) if shape == 0 else np.hypot(yy - cy, xx - cx)
+        mask = dist <= r if shape == 0 else (dist <= r) & (dist >= 0.55 * r)
+        brightness = rng.uniform(120, 255)
+        images[i][:, mask] = (_RGB[colour][:, None] * brightness + rng.uniform(0, 40, (3, 1)))
+    return np.clip(images, 0, 255).astype(np.uint8), labels
+
+
+def write_colour_folder(folder: str | Path, n_train: int = 500, n_test: int = 200, seed: int = 0,
+                        size: int = 32) -> Path:
+    """Write `make_fake_colour` images as PNG files in folder/train/<class>/ and folder/test/<class>/.
+
+    Every fifth image is written 1.5x as wide (stretched), so reading the folder exercises the
+    resize that keeps the aspect ratio. The same arguments always write the same files.
+    """
+    from PIL import Image
+
+    root = Path(folder)
+    for split, count, split_seed in (("train", n_train, seed), ("test", n_test, seed + 1)):
+        images, labels = make_fake_colour(count, split_seed, size)
+        for name in COLOUR_CLASSES:
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+        for i, (image, label) in enumerate(zip(images, labels)):
+            picture = Image.fromarray(image.transpose(1, 2, 0), mode="RGB")
+            if i % 5 == 4:
+                picture = picture.resize((size * 3 // 2, size), Image.Resampling.BILINEAR)
+            picture.save(root / split / COLOUR_CLASSES[int(label)] / f"{i:05d}.png")
+    return root

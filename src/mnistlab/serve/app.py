@@ -1,9 +1,9 @@
 """The FastAPI app: a drawing page and a JSON prediction API over one trained model.
 
 Routes:
-    GET  /                 the drawing page (static/index.html)
+    GET  /                 the page (static/index.html): a drawing pad, or an image upload for colour runs
     GET  /static/{name}    the page's own files, and nothing else
-    GET  /api/health       {"status": "ok", "model": ..., "labels": [...]}
+    GET  /api/health       {"status": "ok", "labels": [...], "image_size": N, "in_channels": C}
     POST /api/predict      an image -> {"prediction", "confidence", "probabilities", "labels"}
 
 POST /api/predict accepts the image three ways: a multipart form with the file in field
@@ -212,7 +212,9 @@ def create_app(predictor: Predictor, *, max_body: int = MAX_BODY, max_pixels: in
 
     @app.api_route("/api/health", methods=["GET", "HEAD"])
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "labels": predictor.classes, "image_size": predictor.image_size}
+        # in_channels tells the page what to offer: a drawing pad (digits) or an image upload (colour).
+        return {"status": "ok", "labels": predictor.classes, "image_size": predictor.image_size,
+                "in_channels": predictor.in_channels}
 
     @app.post("/api/predict")
     async def predict(request: Request) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from torch import nn
 
 import mnistlab
 from mnistlab.config import TrainConfig
+from mnistlab.data.augment import augment_kind, augment_text
 from mnistlab.errors import MnistlabError, UsageError
 from mnistlab.scoring import predict_logits
 from mnistlab.tasks.base import Prepared
@@ -39,16 +40,18 @@ class ImageTask:
         self.instance, self.given_data, self.data_digest = model, data, data_digest
         self.user: Any = None  # the UserModel of a `file.py:NAME` model
         self.channels_last = False
+        self.augment: Any = None  # the Augment that --augment picked for this data
 
     def prepare(self, cfg: TrainConfig, strategy: "SingleProcess", reporter: "Reporter",
                 resume_from: "Run | None") -> Prepared:
         from mnistlab.data import load_dataset, split_indices
+        from mnistlab.data.sources import data_options
         from mnistlab.models import count_parameters
 
         data = self.given_data
         if data is None:
             with strategy.local_main_first():  # one process per machine downloads/unpacks
-                data = load_dataset(cfg.dataset, cfg.data_dir, download=True, seed=cfg.seed)
+                data = load_dataset(cfg.dataset, cfg.data_dir, download=True, seed=cfg.seed, **data_options(cfg))
         self.data = data
         train_idx, valid_idx = split_indices(data.train_labels, cfg.valid_fraction, cfg.seed, cfg.stratify)
         if cfg.patience > 0 and len(valid_idx) == 0:
@@ -58,6 +61,7 @@ class ImageTask:
         model, use_amp = self._model(cfg, data, strategy.device, reporter)
         params = count_parameters(model)
         model, step_model = strategy.wrap(model, compile=cfg.compile, sync_bn=cfg.sync_bn, seed=cfg.seed)
+        self.augment = augment_kind(cfg.augment, data.in_channels, data.image_size)
         batches = self._batches(cfg, data, train_idx, model, strategy, reporter)
         steps_per_epoch = strategy.min_over_ranks(len(batches))
         if steps_per_epoch == 0:
@@ -75,12 +79,15 @@ class ImageTask:
             test=data.test_images, test_labels=data.test_labels, predict=predict,
             model_spec=self._model_spec(cfg), data_spec=_data_spec(cfg, data),
             summary={"model": cfg.model, "dataset": cfg.dataset, "parameters": params,
+                     "image_shape": [data.in_channels, data.image_size, data.image_size],
                      "mnistlab_version": mnistlab.__version__, **self._provenance()},
             environment=environment_info(device, use_amp, channels_last),
             describe=(
                 f"training {cfg.model} ({params:,} parameters) on {cfg.dataset}: {len(train_idx):,} train / "
                 f"{len(valid_idx):,} valid images, {cfg.epochs:g} epochs of {steps_per_epoch} steps, "
                 f"{cfg.optimizer} lr {cfg.lr:g}, batch {cfg.batch_size}, {device}{', bf16' if use_amp else ''}"
+                f"{f', {data.in_channels}x{data.image_size}x{data.image_size}' if data.in_channels > 1 else ''}"
+                f"{f', augment: {augment_text(self.augment)}' if self.augment else ''}"
                 f"{', channels_last' if channels_last else ''}"
             ),
         )
@@ -119,7 +126,7 @@ class ImageTask:
                 data.train_images[train_idx], data.train_labels[train_idx], batch_size=per_rank, rank=strategy.rank,
                 world_size=strategy.world_size, mean=data.mean, std=data.std, shuffle=True, seed=cfg.seed,
                 drop_last=drop_last, device=strategy.device, channels_last=self.channels_last,
-                augment=bool(cfg.augment),
+                augment=self.augment,
             )
 
         per_rank = strategy.per_rank_batch(cfg.batch_size)
@@ -204,8 +211,8 @@ class ImageTask:
     def report(self, run: "Run", state: "FitState") -> None:
         from mnistlab import report
 
-        # Data given to fit() is in no catalog: the report draws from it as it is here.
-        report.write_run_report(run, test_logits=state.test_logits, data=self.given_data)
+        # The data as this run loaded it (data given to fit() is in no catalog; a folder is not read twice).
+        report.write_run_report(run, test_logits=state.test_logits, data=self.data)
 
 
 def _qualname(obj: Any) -> str:
