@@ -144,6 +144,11 @@ def default_workers() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
+def worker_threads(workers: int, jobs: int) -> int:
+    """Torch threads per worker when `workers` processes share the cores for `jobs` runs."""
+    return max(1, (os.cpu_count() or 1) // max(1, min(workers, jobs)))
+
+
 def _is_completed(folder: Path) -> bool:
     import json
 
@@ -189,7 +194,7 @@ def run_sweep(
     if workers > 64:
         raise UsageError(f"bad workers {workers}: at most 64")
     if threads is None:
-        threads = max(1, (os.cpu_count() or 1) // min(workers, len(runs)))
+        threads = worker_threads(workers, len(runs))
     folder = Path(out) / name
     folder.mkdir(parents=True, exist_ok=True)  # reused on purpose: that is what makes a sweep resumable
     log(f"sweep {name}: {len(runs)} runs, {workers} at a time, {threads} threads each -> {folder}")
