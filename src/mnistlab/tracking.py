@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,12 +116,17 @@ class Tracking:
             self._client = MlflowClient(tracking_uri=self.uri)
         return self._client
 
-    def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
-        """`fn(*args, **kwargs)`, or None once the store has failed (the first failure is warned about)."""
+    def call(self, what: str, fn: Callable[..., T] | str, *args: Any, **kwargs: Any) -> T | None:
+        """`fn(*args, **kwargs)` (a string: that MlflowClient method), or None once the store has failed
+        (the first failure is warned about). The client itself is made inside, so a store MLflow cannot
+        open is one more failure, not an error."""
         if self.broken:
             return None
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # MLflow's and its database layer's own deprecations
+                method = getattr(self.client, fn) if isinstance(fn, str) else fn
+                return method(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - tracking must never end a run
             self.broken = True
             text = " ".join(str(exc).split())[:300] or type(exc).__name__
@@ -176,14 +182,14 @@ class Tracking:
 
         items = [Param(k, v) for k, v in params.items() if k not in (known or {})]
         for i in range(0, len(items), BATCH):
-            self.call("logging params", self.client.log_batch, run_id, params=items[i:i + BATCH])
+            self.call("logging params", "log_batch", run_id, params=items[i:i + BATCH])
 
     def log_tags(self, run_id: str, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
         items = [RunTag(k, str(v)) for k, v in tags.items()]
         for i in range(0, len(items), BATCH):
-            self.call("logging tags", self.client.log_batch, run_id, tags=items[i:i + BATCH])
+            self.call("logging tags", "log_batch", run_id, tags=items[i:i + BATCH])
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -191,20 +197,20 @@ class Tracking:
         now = int(time.time() * 1000)
         items = [Metric(k, v, now, step) for k, v in metrics.items()]
         if items:
-            self.call("logging metrics", self.client.log_batch, run_id, metrics=items)
+            self.call("logging metrics", "log_batch", run_id, metrics=items)
 
     def log_files(self, run_id: str, folder: Path, names: Iterable[str]) -> None:
         """Upload the files and folders of `folder` named in `names` that exist (folders keep their name)."""
         for name in names:
             path = folder / name
             if path.is_dir() and any(path.iterdir()):
-                self.call(f"uploading {name}/", self.client.log_artifacts, run_id, str(path), name)
+                self.call(f"uploading {name}/", "log_artifacts", run_id, str(path), name)
             elif path.is_file():
-                self.call(f"uploading {name}", self.client.log_artifact, run_id, str(path))
+                self.call(f"uploading {name}", "log_artifact", run_id, str(path))
 
     def end(self, run_id: str, status: str) -> None:
         """FINISHED, FAILED or KILLED."""
-        self.call("ending the run", self.client.set_terminated, run_id, status)
+        self.call("ending the run", "set_terminated", run_id, status)
 
 
 def base_tags(model: str, dataset: str, folder: Path | None = None) -> dict[str, str]:

@@ -94,6 +94,10 @@ def run_sweep(args: argparse.Namespace) -> int:
     base.pop("resume", None)
     base.pop("progress", None)
     threads = base.get("threads")
+    if base.get("mlflow"):
+        from mnistlab.sweep import plan_sweep
+
+        plan_sweep(base, grid)  # a bad grid is refused before the MLflow parent run exists
     with _sweep_tracking(base, grid, sweep_name or f"{base.get('model') or 'fast'}-sweep") as parent:
         result = sweep(base, grid, sweep_name=sweep_name, out=out, workers=args.workers, threads=threads,
                        log=lambda line: print(line, file=sys.stderr, flush=True))
