@@ -107,6 +107,19 @@ def test_a_tracking_server_that_is_down_costs_one_warning(tmp_path: Path, fake_m
     assert json.loads((tmp_path / "logistic" / "summary.json").read_text())["status"] == "completed"
 
 
+def test_a_tracking_server_that_refuses_writes_costs_one_warning(tmp_path: Path, fake_mnist_root: Path, server,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # Reads work (the experiment exists); every write (a POST) is refused with 501.
+    server.routes["/api/2.0/mlflow/experiments/get-by-name?experiment_name=mnistlab"] = (
+        200, "application/json", b'{"experiment": {"experiment_id": "1", "name": "mnistlab"}}', "")
+    code = main(["train", "--model", "logistic", "--epochs", "2", "--data-dir", str(fake_mnist_root),
+                 "--out", str(tmp_path), "-q", "--no-plots", "--mlflow", server.url])
+    err = capsys.readouterr().err
+    assert code == 0 and err.count("MLflow tracking at") == 1 and "creating the run" in err
+    assert any("get-by-name" in hit for hit in server.hits)
+    assert json.loads((tmp_path / "logistic" / "summary.json").read_text())["status"] == "completed"
+
+
 # ----------------------------------------------------------------------------- a real tracking server
 
 class MlflowServer:
@@ -144,7 +157,7 @@ class MlflowServer:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     s = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
     yield s
     s.kill()
@@ -156,12 +169,13 @@ def _mnistlab(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
-def test_train_and_text_train_log_everything_to_a_server(server: MlflowServer, tmp_path: Path,
+def test_train_and_text_train_log_everything_to_a_server(mlflow_server: MlflowServer, tmp_path: Path,
                                                          fake_mnist_root: Path) -> None:
     done = _mnistlab("train", "--model", "logistic", "--epochs", "2", "--data-dir", str(fake_mnist_root),
-                     "--out", str(tmp_path), "--name", "served", "-q", "--mlflow", server.url, "--mlflow-checkpoints")
+                     "--out", str(tmp_path), "--name", "served", "-q", "--mlflow", mlflow_server.url,
+                     "--mlflow-checkpoints")
     assert done.returncode == 0, done.stderr
-    client = MlflowClient(server.url)
+    client = MlflowClient(mlflow_server.url)
     [run] = _runs(client, run_folder=str((tmp_path / "served").resolve()))
     assert run.info.status == "FINISHED" and run.data.params["model"] == "logistic"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1, 2]
@@ -171,7 +185,8 @@ def test_train_and_text_train_log_everything_to_a_server(server: MlflowServer, t
             "checkpoints/last.pt", "plots/confusion_matrix.png"} <= files
 
     done = _mnistlab("text", "train", "--data", "builtin:sentiment", "--model", "gru", "--epochs", "1",
-                     "--hidden", "8", "--out", str(tmp_path), "--name", "text", "-q", "--mlflow", server.url)
+                     "--hidden", "8", "--out", str(tmp_path), "--name", "text", "-q",
+                     "--mlflow", mlflow_server.url)
     assert done.returncode == 0, done.stderr
     [text] = _runs(client, run_folder=str((tmp_path / "text").resolve()))
     assert text.info.status == "FINISHED" and text.data.tags["model"] == "gru"
@@ -180,20 +195,20 @@ def test_train_and_text_train_log_everything_to_a_server(server: MlflowServer, t
 
 
 @pytest.mark.slow
-def test_failed_and_interrupted_runs_end_failed_and_killed(server: MlflowServer, tmp_path: Path,
+def test_failed_and_interrupted_runs_end_failed_and_killed(mlflow_server: MlflowServer, tmp_path: Path,
                                                            fake_mnist_root: Path) -> None:
     done = _mnistlab("train", "--model", "dnn", "--set", "batchnorm=false", "--set", "dropout=false", "--lr", "1000",
                      "--optimizer", "sgd", "--epochs", "2", "--data-dir", str(fake_mnist_root), "--out", str(tmp_path),
-                     "--name", "boom", "-q", "--no-plots", "--mlflow", server.url)
+                     "--name", "boom", "-q", "--no-plots", "--mlflow", mlflow_server.url)
     assert done.returncode == 1 and "diverged" in done.stderr
-    client = MlflowClient(server.url)
+    client = MlflowClient(mlflow_server.url)
     [boom] = _runs(client, run_folder=str((tmp_path / "boom").resolve()))
     assert boom.info.status == "FAILED" and boom.data.tags["stop_reason"].startswith("diverged")
     assert "summary.json" in _artifacts(client, boom.info.run_id)
 
     proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "train", "--model", "logistic", "--epochs", "200",
                              "--data-dir", str(fake_mnist_root), "--out", str(tmp_path), "--name", "stopped",
-                             "--jsonl", "--no-plots", "--mlflow", server.url], env=_env(), text=True,
+                             "--jsonl", "--no-plots", "--mlflow", mlflow_server.url], env=_env(), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     for line in proc.stdout:
         if json.loads(line).get("event") == "epoch":
@@ -206,12 +221,12 @@ def test_failed_and_interrupted_runs_end_failed_and_killed(server: MlflowServer,
 
 
 @pytest.mark.slow
-def test_a_sweeps_runs_and_a_studys_trials_nest_under_one_parent(server: MlflowServer, tmp_path: Path,
+def test_a_sweeps_runs_and_a_studys_trials_nest_under_one_parent(mlflow_server: MlflowServer, tmp_path: Path,
                                                                  fake_mnist_root: Path) -> None:
-    client = MlflowClient(server.url)
+    client = MlflowClient(mlflow_server.url)
     done = _mnistlab("sweep", "--model", "logistic", "--grid", "lr=0.1,0.5", "--epochs", "1", "--workers", "2",
                      "--data-dir", str(fake_mnist_root), "--out", str(tmp_path), "--name", "sw", "--no-plots",
-                     "--mlflow", server.url)
+                     "--mlflow", mlflow_server.url)
     assert done.returncode == 0, done.stderr
     [parent] = [r for r in _runs(client, kind="sweep") if r.info.run_name == "sw"]
     children = _runs(client, **{"mlflow.parentRunId": parent.info.run_id})
@@ -221,7 +236,7 @@ def test_a_sweeps_runs_and_a_studys_trials_nest_under_one_parent(server: MlflowS
 
     done = _mnistlab("tune", "--model", "logistic", "--trials", "3", "--param", "lr=log:1e-2:1", "--epochs", "2",
                      "--study", "st", "--data-dir", str(fake_mnist_root), "--out", str(tmp_path), "--no-plots",
-                     "--workers", "2", "--mlflow", server.url)
+                     "--workers", "2", "--mlflow", mlflow_server.url)
     assert done.returncode == 0, done.stderr
     [study] = _runs(client, kind="study", study="st")
     trials = _runs(client, **{"mlflow.parentRunId": study.info.run_id})

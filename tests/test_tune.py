@@ -262,3 +262,45 @@ def test_workers_share_one_study_and_run_exactly_the_trials(tmp_path: Path, fake
     pids = {t.user_attrs["pid"] for t in study_of(tmp_path / "t").trials}
     assert len(pids) == 2  # both workers took trials
     assert "best trial" in out
+
+
+# ----------------------------------------------------------------------------- the storage's bookkeeping
+
+def test_a_lock_left_by_a_dead_process_is_broken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mnistlab.tune import study as st
+
+    storage = st.open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], st.LOCK_PREFIX + "x")  # held, never freed
+    monkeypatch.setattr(st, "LOCK_STALE_SECONDS", 0.5)
+    start = time.time()
+    with st.study_lock(storage, "x"):
+        assert time.time() - start >= 0.5
+        with pytest.raises(optuna.exceptions.DuplicatedStudyError):  # while held, nobody else gets it
+            storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], st.LOCK_PREFIX + "x")
+    assert [s.study_name for s in storage.get_all_studies()] == []  # freed
+
+
+def test_a_trial_without_heartbeat_elsewhere_is_lost_and_retried_once(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from mnistlab.tune import study as st
+
+    monkeypatch.setattr(st, "GRACE_SECONDS", 1)
+    storage = st.open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(storage=storage, study_name="h")
+    st.top_up(study, 1)
+    trial = st.take_ticket(storage, study)
+    trial.suggest_float("lr", 0.1, 1.0)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(st.study_id(storage, study), trial.number)
+    storage.set_trial_user_attr(trial_id, "host", "another-machine")  # not ours: only its heartbeat tells
+    st.fail_lost(storage, study)
+    assert study.trials[0].state == optuna.trial.TrialState.RUNNING  # its heartbeat is fresh
+    time.sleep(2.5)
+    st.fail_lost(storage, study)
+    first, retry = study.trials
+    assert first.state == optuna.trial.TrialState.FAIL and not st.counts(first)
+    assert retry.state == optuna.trial.TrialState.WAITING and retry.params == first.params
+    assert st.top_up(study, 1) == 0  # the retry is the study's one trial
+    # The retry lost in turn is not queued a third time: the next start tops the study up instead.
+    again = st.take_ticket(storage, study)
+    st.mark_lost(storage, study, again, "lost: test")
+    assert len(study.trials) == 2 and st.top_up(study, 1) == 1

@@ -81,7 +81,8 @@ def param_values(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 def numeric(values: dict[str, Any], prefix: str = "") -> dict[str, float]:
     """The number entries of a dict (bools, strings, None and nested values left out), keys prefixed."""
-    return {f"{prefix}{k}": float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {f"{prefix}{k}": float(v) for k, v in values.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _quiet_loggers() -> None:

@@ -38,11 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the `tune` sub-command."""
     from mnistlab.tune.search import METRICS, PRUNERS, SAMPLERS
 
-    p = sub.add_parser("tune", help="search hyperparameters with Optuna: pruning, resume, several processes or machines",
+    p = sub.add_parser("tune", help="search hyperparameters with Optuna: pruning, resume, many processes or machines",
                        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("search")
     g.add_argument("--param", action="append", default=[], metavar="NAME=KIND:ARGS",
-                   help="a setting to search and its range, repeatable: lr=log:1e-4:1e-1, set.dropout_ratio=float:0:0.5")
+                   help="a setting to search and its range, repeatable: lr=log:1e-4:1e-1, "
+                        "set.dropout_ratio=float:0:0.5")
     g.add_argument("--trials", type=int, default=None, metavar="N", help="trials in the study in total (all processes)")
     g.add_argument("--metric", default="valid_loss", choices=METRICS,
                    help="what a trial is judged by: its value at the run's best epoch (default valid_loss)")

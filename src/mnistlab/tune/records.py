@@ -36,7 +36,8 @@ def stop_reason(trial: Any) -> str:
 
 
 def trial_rows(study: Any) -> list[dict[str, Any]]:
-    """One row per trial, by number: trial, state, value, each parameter, stop_reason, epochs, seconds, host, run_folder."""
+    """One row per trial, by number: trial, state, value, each parameter, stop_reason, epochs, seconds, host,
+    run_folder."""
     names = param_names(study)
     rows = []
     for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):

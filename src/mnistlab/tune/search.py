@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -246,7 +245,7 @@ def search(s: TuneSettings, log: Callable[[str], None], emit: Callable[[dict[str
         ran += 1
         best = records.write_records(study, s.folder, s.metric)
         log(_trial_line(outcome, s.metric))
-        emit({"event": "trial", **dataclasses.asdict(outcome)})
+        emit({"event": "trial", **{k: v for k, v in dataclasses.asdict(outcome).items() if k != "attrs"}})
         if tracking and ctx.parent_run_id and best:
             tracking.log_metrics(ctx.parent_run_id, {f"best_{s.metric}": float(best["value"])}, step=outcome.number)
 

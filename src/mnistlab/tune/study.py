@@ -74,7 +74,7 @@ def open_storage(url: str) -> Any:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the command prints its own lines
     engine: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    for attempt in range(6):
+    for attempt in range(4):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # heartbeats are "experimental" in Optuna's words
@@ -86,11 +86,9 @@ def open_storage(url: str) -> Any:
             raise UsageError(f"--storage {shown_url(url)}: its database driver is missing ({exc})") from None
         except sa_exc.ArgumentError as exc:
             raise UsageError(f"bad --storage {shown_url(url)}: {exc}") from None
-        except (sa_exc.IntegrityError, sa_exc.ProgrammingError, optuna.exceptions.StorageInternalError) as exc:
-            last: Exception = exc  # two processes creating the tables at once: try again
-        except sa_exc.OperationalError as exc:
-            raise MnistlabError(f"cannot open the study storage {shown_url(url)}: "
-                                f"{str(exc.orig or exc).strip().splitlines()[0]}") from None
+        except (sa_exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+            # Several processes creating the tables at once, or a database still starting: try again.
+            last = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         time.sleep(0.2 + random.random() * attempt)
     raise MnistlabError(f"cannot open the study storage {shown_url(url)}: {last}")
 
@@ -219,10 +217,12 @@ def take_ticket(storage: Any, study: Any) -> Any:
     for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id(storage, study), t.number)
         try:
+            # Owner and first heartbeat before RUNNING: a RUNNING trial must always be one that a
+            # process can be found dead for (Optuna never calls a trial without a heartbeat stale).
+            storage.set_trial_user_attr(trial_id, "host", host())
+            storage.set_trial_user_attr(trial_id, "pid", os.getpid())
+            storage.record_heartbeat(trial_id)
             if storage.set_trial_state_values(trial_id, TrialState.RUNNING):
-                storage.set_trial_user_attr(trial_id, "host", host())
-                storage.set_trial_user_attr(trial_id, "pid", os.getpid())
-                storage.record_heartbeat(trial_id)
                 return optuna.trial.Trial(study, trial_id)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue

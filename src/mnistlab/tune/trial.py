@@ -155,10 +155,11 @@ def run_trial(ctx: TrialContext, trial: Any) -> Outcome:
                                      callbacks=[reporter, *([tracker] if tracker else [])])
         except (TrainingDiverged, UsageError) as exc:  # this trial's own failure: it counts, the search goes on
             outcome.attrs["error"] = str(exc)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the bookkeeping short
             st.mark_lost(ctx.storage, ctx.study, trial, f"lost: interrupted during trial {trial.number}")
-            raise
+            raise type(exc)(f"interrupted during trial {trial.number} ({reporter.path}); it runs again when "
+                            "the study continues") from None
         except Exception as exc:
             outcome.attrs["error"] = f"{type(exc).__name__}: {exc}"
             _finish(ctx, trial, outcome, reporter, tracker, time.perf_counter() - start)
