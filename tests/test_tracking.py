@@ -58,6 +58,7 @@ def test_mlflow_checkpoints_needs_mlflow(tmp_path: Path, capsys: pytest.CaptureF
     assert "--mlflow-checkpoints needs --mlflow" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # MLflow creates its SQLite store (database migrations): tens of seconds
 def test_a_run_in_the_local_store_then_resumed(tmp_path: Path, fake_mnist_root: Path,
                                                monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:

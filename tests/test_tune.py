@@ -85,6 +85,14 @@ def test_bad_params_are_usage_errors_before_any_trial(spec: str, message: str, t
     assert not any(tmp_path.iterdir())  # no study, no folder
 
 
+def test_trials_and_params_are_required(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tune", "--model", "logistic", "--param", "lr=log:1e-3:1", "--out", str(tmp_path)]) == 2
+    assert "tune needs --trials N" in capsys.readouterr().err
+    assert main(["tune", "--model", "logistic", "--trials", "2", "--out", str(tmp_path)]) == 2
+    assert "tune needs at least one --param" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
 def test_values_that_only_clash_together_are_refused() -> None:
     specs = [parse_param("model=cat:dnn,logistic"), parse_param("set.dropout_ratio=float:0:0.5")]
     with pytest.raises(UsageError, match="model=logistic.*do not go together.*no option 'dropout_ratio'"):
@@ -93,6 +101,7 @@ def test_values_that_only_clash_together_are_refused() -> None:
 
 @pytest.mark.parametrize("extra, message", [
     (["--trials", "0"], "bad --trials 0"),
+    (["--trials", "-1"], "bad --trials -1"),
     (["--workers", "0"], "bad --workers 0"),
     (["--name", "x"], "tune has no --name"),
     (["--valid-fraction", "0"], "needs a validation split"),

@@ -62,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--show", action="store_true", help="print the study's trials and best trial, and stop")
     g.add_argument("--plot", default=None, metavar="FILE.png",
                    help="write the optimisation history and parameter importances (Optuna's plots)")
-    g.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: one --workers process
+    g.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # internal: settings on stdin
     add_train_flags(p)
     p.set_defaults(handler=run)
 
@@ -76,6 +76,8 @@ def _settings(args: argparse.Namespace) -> Any:
         if getattr(args, flag, None):
             raise UsageError(f"tune has no --{flag}: the study is --study NAME, its trials are named trial-NNNN, "
                              "and rerunning the same command continues it")
+    if args.trials is None and not args.show:
+        raise UsageError("tune needs --trials N: how many trials the study has in total")
     train_args = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in TUNE_DESTS})
     base = base_config_from_args(train_args)
     out = base.pop("out", None) or "runs"
@@ -114,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     from mnistlab.tune.search import TuneSettings, run_tune, search, show
 
     if args.worker:
-        s = TuneSettings.from_json(args.worker)
+        s = TuneSettings.from_json(sys.stdin.read())
         search(s, _log(s.progress), _emit(s.progress))
         return 0
     s = _settings(args)

@@ -263,15 +263,20 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_workers(s: TuneSettings, threads: int, log: Callable[[str], None]) -> list[int]:
+def run_workers(s: TuneSettings, threads: int) -> list[int]:
     """`s.workers` tune processes on this machine; their exit codes. Ctrl-C reaches each of them once."""
     procs = []
     for i in range(s.workers):
         seed = None if s.sampler_seed is None else s.sampler_seed + i
         child = dataclasses.replace(s, workers=1, threads=threads, sampler_seed=seed)
-        cmd = [sys.executable, "-m", "mnistlab", "tune", "--worker", child.to_json()]
+        # The settings go through stdin, not argv: `ps` would show the storage URL's password.
         # Their own session: a Ctrl-C at the terminal reaches only this process, which passes it on once.
-        procs.append(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True))
+        proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "tune", "--worker"], stdin=subprocess.PIPE,
+                                text=True, start_new_session=True)
+        assert proc.stdin is not None
+        proc.stdin.write(child.to_json())
+        proc.stdin.close()
+        procs.append(proc)
     try:
         with _sigterm_raises():
             while any(p.poll() is None for p in procs):
@@ -334,7 +339,7 @@ def run_tune(s: TuneSettings, log: Callable[[str], None], emit: Callable[[dict[s
     status, codes = "FAILED", [0]
     try:
         if s.workers > 1:
-            codes = run_workers(s, threads, log)
+            codes = run_workers(s, threads)
         else:
             search(dataclasses.replace(s, threads=threads), log, emit)
         status = "FINISHED" if not any(codes) else "FAILED"
