@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from common import Context, Row, load_mnist, median, mnistlab_command, run_command, sync
+from common import Context, Row, load_mnist, median, mnistlab_command, run_command, short_run, sync
 
 TARGET_HELP_S = 0.3
 
@@ -22,16 +22,11 @@ def run(ctx: Context) -> list[Row]:
     import torch
     from PIL import Image
 
-    import mnistlab
     from mnistlab.predict import Predictor
 
     rows: list[Row] = []
     data = load_mnist(ctx)
-    # A real run folder to predict with: a short training run (its accuracy does not matter here).
-    run_dir = ctx.work / "latency-run"
-    if not (run_dir / "checkpoints" / "best.pt").is_file():
-        mnistlab.train(model="fast", data_dir=ctx.data_dir, epochs=0.05, out=str(ctx.work), name="latency-run",
-                       progress="quiet", plots=False, device="cpu")
+    run_dir = short_run(ctx, "latency-run")
     img_path = ctx.work / "digit.png"
     Image.fromarray(data.test_images[0, 0].numpy()).save(img_path)
 

@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-
 REPO = Path(__file__).resolve().parent.parent
+MIN_REPS_FOR_VERDICT = 3
 COLUMNS = ("benchmark", "measurement", "device", "median", "unit", "runs", "ratio", "target", "met")
 
 
@@ -31,8 +31,9 @@ class Row:
 
     `median` is the median of `runs` repetitions; `ratio` compares this row with the
     baseline named in the measurement (measured in the same script run); `met` is
-    "yes"/"no" against `target`, or "" where there is no target (or in quick mode,
-    where the made-up data makes targets meaningless).
+    "yes"/"no" against `target`, or "" where there is no target, in quick mode (the
+    made-up data makes targets meaningless) and with fewer than 3 repetitions (one
+    repetition is no median: a rough look, not a verdict).
     """
 
     benchmark: str
@@ -63,7 +64,7 @@ class Context:
     log: Callable[[str], None] = print
 
     def verdict(self, ok: bool) -> str:
-        return "" if self.quick else ("yes" if ok else "no")
+        return "" if self.quick or self.reps < MIN_REPS_FOR_VERDICT else ("yes" if ok else "no")
 
 
 def fmt(value: float) -> str:
@@ -104,6 +105,43 @@ def timed(fn: Callable[[], Any], device: str) -> float:
     fn()
     sync(device)
     return time.perf_counter() - t0
+
+
+MATMUL_N = 2048
+
+
+def matmul_gflops(dtype: Any, device: str, reps: int, n: int = MATMUL_N) -> float:
+    """The machine's ceiling: GFLOP/s of torch.mm on n x n matrices of `dtype` (median of `reps`)."""
+    import torch
+
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    for _ in range(2):
+        torch.mm(a, b)
+    inner = 5
+    times = [timed(lambda: [torch.mm(a, b) for _ in range(inner)], device) / inner for _ in range(reps)]
+    return 2 * n**3 / median(times) / 1e9
+
+
+def ceiling(device: str, reps: int = 3) -> dict[str, float]:
+    """{"fp32": GFLOP/s, "bf16": GFLOP/s} of the 2048x2048 matmul on `device`, measured now."""
+    import torch
+
+    return {"fp32": matmul_gflops(torch.float32, device, reps), "bf16": matmul_gflops(torch.bfloat16, device, reps)}
+
+
+def floors(flops: float, fp32: float, bf16: float) -> tuple[float, float, float]:
+    """Seconds `flops` would take at the fp32 and at the bf16 matmul rate (GFLOP/s), and the lower
+    of the two: the floor a target is judged against. Where bf16 matmul is slower than fp32 (a CPU
+    with AVX512_BF16 but no AMX), the "bf16 floor" is not the floor, and judging against it would
+    flatter the measured time."""
+    f32, f16 = flops / (fp32 * 1e9), flops / (bf16 * 1e9)
+    return f16, f32, min(f16, f32)
+
+
+def floor_note(bf16_floor: float, fp32_floor: float) -> str:
+    """What a ratio column says where bf16 matmul is the slower one (the target is then judged on fp32)."""
+    return "; bf16 matmul slower than fp32 here: judged on the fp32 floor" if bf16_floor > fp32_floor else ""
 
 
 def run_command(args: Sequence[str], env: dict[str, str] | None = None) -> tuple[float, str]:
@@ -169,6 +207,17 @@ def write_made_mnist(root: Path, n_train: int = 1200, n_test: int = 300) -> Path
 
     write_fake_mnist(root / "mnist", n_train=n_train, n_test=n_test)
     return root
+
+
+def short_run(ctx: Context, name: str) -> Path:
+    """A real `fast` run folder to predict with (a twentieth of an epoch: its accuracy does not matter), made once."""
+    import mnistlab
+
+    run_dir = ctx.work / name
+    if not (run_dir / "checkpoints" / "best.pt").is_file():
+        mnistlab.train(model="fast", data_dir=ctx.data_dir, epochs=0.05, out=str(ctx.work), name=name,
+                       progress="quiet", plots=False, device="cpu")
+    return run_dir
 
 
 def load_mnist(ctx: Context) -> Any:

@@ -59,7 +59,8 @@ class Server:
     """A ThreadingHTTPServer on 127.0.0.1:0 serving `routes`: path -> (status, content type, body, mode).
 
     mode "stall" waits 1 s before answering; mode "cut" sends a Content-Length larger than the body
-    and closes the connection.
+    and closes the connection; mode "nolength" sends no Content-Length (the body ends when the
+    connection closes).
     """
 
     def __init__(self) -> None:
@@ -77,12 +78,13 @@ class Server:
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", ctype)
-                    self.send_header("Content-Length", str(len(body) * 2 if mode == "cut" else len(body)))
+                    if mode != "nolength":
+                        self.send_header("Content-Length", str(len(body) * 2 if mode == "cut" else len(body)))
                     self.end_headers()
                     self.wfile.write(body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (the timeout test): expected
-                if mode == "cut":
+                if mode in ("cut", "nolength"):
                     self.close_connection = True
 
             def log_message(self, *args) -> None:
@@ -172,6 +174,16 @@ def fake_mnist_root(tmp_path: Path) -> Path:
     root = tmp_path / "data"
     write_fake_mnist(root / "mnist")
     return root
+
+
+@pytest.fixture
+def quick_run(fake_mnist_root: Path, tmp_path: Path) -> Path:
+    """A logistic-regression run on the fake dataset (a second or two)."""
+    import mnistlab
+
+    run = mnistlab.train(mnistlab.TrainConfig(model="logistic", data_dir=str(fake_mnist_root), epochs=1,
+                                              out=str(tmp_path / "runs"), progress="quiet", plots=False))
+    return run.path
 
 
 @pytest.fixture

@@ -123,3 +123,24 @@ def test_unknown_sort_key_is_a_usage_error(runs_root: Path, capsys: pytest.Captu
 def test_no_runs_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["compare", str(tmp_path / "nothing*")]) == 1
     assert "no match" in capsys.readouterr().err
+
+
+def test_text_runs_show_their_own_options(tmp_path: Path) -> None:
+    # A text run's options are measured against the text defaults (mnistlab text train), not
+    # against the image `lstm` recipe that shares its model name.
+    import shutil
+
+    from mnistlab.compare import key_options
+
+    fixture = Path(__file__).parent / "fixtures" / "v1-runs" / "text"
+    config = yaml.safe_load((fixture / "config.yaml").read_text(encoding="utf-8"))
+    # The fixture: embed_dim 8, hidden 8, 3 epochs, seed 1, otherwise text defaults.
+    assert key_options(config) == "embed_dim=8 hidden=8 epochs=3 seed=1"
+    bi = tmp_path / "bi"
+    shutil.copytree(fixture, bi)
+    (bi / "config.yaml").write_text(yaml.safe_dump({**config, "bidirectional": True, "hidden": 32, "layers": 2,
+                                                    "dropout": 0.5, "lr": 0.01}), encoding="utf-8")
+    rows, _ = compare_runs([str(bi)])
+    assert rows[0]["options"] == "bidirectional=true embed_dim=8 hidden=32 layers=2 dropout=0.5 lr=0.01 epochs=3 seed=1"
+    defaults = dict(config, embed_dim=64, hidden=64, epochs=10, seed=0)
+    assert key_options(defaults) == ""

@@ -76,3 +76,37 @@ def test_yaml_is_loaded_safely(tmp_path):
     with pytest.raises(UsageError, match="not valid YAML"):
         load_config_file(f)
     assert not marker.exists()
+
+
+def test_config_values_are_typed_by_their_field(tmp_path):
+    # YAML 1.1 reads 1e-3 as a string, and "false" in quotes stays one (a true value in Python).
+    f = tmp_path / "c.yaml"
+    f.write_text('model: logistic\nlr: 1e-3\nweight_decay: 5E-4\nstratify: "false"\naugment: "yes"\n'
+                 'batch_size: "32"\nepochs: 2.0\nclip_grad: none\nbetas: "0.8, 0.9"\n')
+    cfg = resolve_config(parse(["--config", str(f)]))
+    assert (cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.epochs, cfg.clip_grad) == (0.001, 0.0005, 32, 2.0, 0.0)  # clip_grad none: clipping off
+    assert cfg.stratify is False and cfg.augment is True and cfg.betas == (0.8, 0.9)
+    assert isinstance(cfg.batch_size, int) and isinstance(cfg.lr, float)
+
+
+@pytest.mark.parametrize(
+    "line, words",
+    [("lr: fast", "bad lr 'fast'"), ("stratify: maybe", "true or false"), ("batch_size: 1.5", "whole number"),
+     ("betas: [0.9]", "2 numbers"), ("seed: null", "bad seed None"), ("dataset: 5", "expected a string")],
+)
+def test_value_that_cannot_be_converted_names_field_and_file(tmp_path, line, words):
+    f = tmp_path / "c.yaml"
+    f.write_text(line + "\n")
+    with pytest.raises(UsageError) as err:
+        load_config_file(f)
+    assert words in str(err.value) and str(f) in str(err.value)
+
+
+def test_grid_values_are_typed_like_config_values():
+    from mnistlab.sweep import parse_grid, plan_sweep
+
+    runs = plan_sweep({"model": "logistic"}, parse_grid(["lr=1e-3,1e-2", "stratify=false,true"]))
+    assert [(r.config["lr"], r.config["stratify"]) for r in runs] == [
+        (0.001, False), (0.001, True), (0.01, False), (0.01, True)]
+    with pytest.raises(UsageError, match="bad lr 'x' in --grid lr: expected a number"):
+        plan_sweep({"model": "logistic"}, parse_grid(["lr=x,1"]))

@@ -54,7 +54,7 @@ def test_bad_present_file_is_replaced(tmp_path: Path, server: Server, tiny_spec:
     good = server.serve_dataset("good")
     download_dataset("tiny", tmp_path, mirrors=[good], progress=False)
     labels = tmp_path / "tiny" / NAMES["test_labels"]
-    labels.write_bytes(GZ["train_labels"])
+    labels.write_bytes(gzip.compress(RAW["test_labels"][:-1] + b"\x03"))  # one label changed
     assert verify_dataset("tiny", tmp_path)["test_labels"] == "bad checksum"
     download_dataset("tiny", tmp_path, mirrors=[good], progress=False)
     assert verify_dataset("tiny", tmp_path)["test_labels"] == "ok"

@@ -60,6 +60,8 @@ def _corrupt_cases(tmp_path: Path) -> dict[str, Path]:
         "dims mismatch": good[:4] + (5).to_bytes(4, "big") + good[8:],
         "truncated header": good[:10],
         "empty": b"",
+        # 2^31 * 2^31 * 4 = 2^64 wraps to 0 in int64: a header-only file would look complete.
+        "dims overflow int64": b"\x00\x00\x08\x03" + (2**31).to_bytes(4, "big") * 2 + (4).to_bytes(4, "big"),
     }
     paths = {}
     for i, (what, data) in enumerate(cases.items()):
@@ -79,7 +81,7 @@ def _corrupt_cases(tmp_path: Path) -> dict[str, Path]:
 
 CORRUPT = [
     "wrong magic", "bad type code", "truncated raw", "trailing bytes", "dims mismatch", "truncated header",
-    "empty", "truncated gz", "corrupt gz", "gz name, raw content",
+    "empty", "dims overflow int64", "truncated gz", "corrupt gz", "gz name, raw content",
 ]
 
 

@@ -110,13 +110,15 @@ def test_folder_with_train_and_test(tmp_path: Path) -> None:
 def test_folder_converts_colour_and_resizes(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    _image(200, size=56, mode="RGB").save(tmp_path / "a" / "big.jpg")
+    for i in range(3):  # 3 per class: 20% of each class rounds to one test image
+        _image(200, size=56, mode="RGB").save(tmp_path / "a" / f"big{i}.jpg")
     _image(100, size=14).save(tmp_path / "b" / "small.bmp")
+    _image(100, size=14).save(tmp_path / "b" / "small2.bmp")
     Image.new("RGBA", (28, 28), (255, 255, 255, 255)).save(tmp_path / "b" / "rgba.PNG")
     data = load_dataset(f"folder:{tmp_path}", seed=0)
     images = torch.cat([data.train_images, data.test_images])
     assert images.shape[1:] == (1, 28, 28)
-    assert len(images) == 3 and data.classes == ["a", "b"]
+    assert len(images) == 6 and data.classes == ["a", "b"]
 
 
 def test_folder_without_test_holds_out_a_seeded_20_percent(tmp_path: Path) -> None:
@@ -214,3 +216,49 @@ def test_empty_or_missing_csv(tmp_path: Path) -> None:
         load_dataset(f"csv:{tmp_path / 'header.csv'}")
     with pytest.raises(DataError, match="does not exist"):
         load_dataset(f"csv:{tmp_path / 'nope.csv'}")
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_csv_with_a_byte_order_mark_keeps_every_row(tmp_path: Path, header: bool) -> None:
+    labels, pixels = _csv_rows(30)
+    path = tmp_path / "excel.csv"
+    _write_csv(path, labels, pixels, header)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # what Excel's "CSV UTF-8" writes
+    data = load_dataset(f"csv:{path}")
+    assert len(data.train_labels) + len(data.test_labels) == 30
+
+
+def test_csv_first_row_with_a_text_label_is_a_row_not_a_header(tmp_path: Path) -> None:
+    labels, pixels = _csv_rows(30)
+    path = tmp_path / "typo.csv"
+    _write_csv(path, labels, pixels, header=False)
+    lines = path.read_text().splitlines()
+    lines[0] = "seven" + lines[0][1:]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="line 1, field 1 is 'seven', not an integer"):
+        load_dataset(f"csv:{path}")
+    # A header that numbers its pixel columns is still a header.
+    path.write_text("label," + ",".join(map(str, range(784))) + "\n" + "\n".join(lines[1:]) + "\n")
+    assert len(load_dataset(f"csv:{path}").classes) == 10
+
+
+def test_csv_label_far_out_of_range_is_refused_at_once(tmp_path: Path) -> None:
+    import time
+
+    labels, pixels = _csv_rows(10)
+    labels = labels.copy()
+    labels[6] = 100_000_000  # a typo: would be a table of 10^8 classes
+    path = tmp_path / "typo.csv"
+    _write_csv(path, labels, pixels)
+    start = time.perf_counter()
+    with pytest.raises(DataError, match=r"line 8 has label 100000000; labels must be 0..255"):
+        load_dataset(f"csv:{path}")
+    assert time.perf_counter() - start < 5
+
+
+def test_csv_too_small_for_a_test_split_is_refused(tmp_path: Path) -> None:
+    labels, pixels = _csv_rows(20)
+    path = tmp_path / "few.csv"
+    _write_csv(path, labels, pixels)  # 2 rows per class: 20% of 2 rounds to 0
+    with pytest.raises(DataError, match="too few rows to hold out a test split.*largest class has 2"):
+        load_dataset(f"csv:{path}")

@@ -92,3 +92,38 @@ def test_zoo_models_use_it() -> None:
         model = create_model(name, **options)
         drops = [m for m in model.modules() if isinstance(m, nn.Dropout)]
         assert drops and all(isinstance(m, Dropout) for m in drops), name
+
+
+# Probabilities up to 1, through the ones the 16-bit lanes cannot represent closely enough (p under
+# 2**-8, or over about 0.92, where rounding p to 1/65536 would move the mean by more than 0.01%):
+# those fall back to torch's draw.
+P_GRID = [0.0, 1e-6, 2**-17, 1e-3, 2**-8, 0.1, 0.5, 0.9, 0.92, 0.93, 0.99, 1 - 2**-8, 0.999, 0.9999, 0.99999,
+          0.999995, 1 - 2**-17, 1 - 1e-7, 1.0]
+
+
+@pytest.mark.parametrize("p", P_GRID)
+@pytest.mark.parametrize("how", ["layer", "mask"])
+def test_mean_is_kept_for_every_p_up_to_1(p: float, how: str) -> None:
+    torch.manual_seed(4)
+    n = 1 << 22
+    if how == "layer":
+        y = Dropout(p).train()(torch.ones(n))
+    else:
+        y = cpu_dropout_mask(torch.Size([n]), p, torch.float32, torch.device("cpu"))
+    kept = y[y != 0]
+    if p == 1.0:
+        assert kept.numel() == 0
+        return
+    assert torch.allclose(kept, torch.full_like(kept, 1 / (1 - p))), (p, kept[:3])
+    # Binomial counts: 5 standard deviations, plus p's rounding to 1/65536 on the lanes' path,
+    # which keeps the mean within 0.01% of 1.
+    assert abs(kept.numel() / n - (1 - p)) <= 5 * math.sqrt(p * (1 - p) / n) + 2**-17
+    assert abs(y.mean().item() - 1) <= 5 * math.sqrt(p / ((1 - p) * n)) + 1e-4
+
+
+def test_the_lanes_stand_in_for_p_only_where_they_represent_it() -> None:
+    from mnistlab.models.layers import lanes_represent
+
+    assert [p for p in P_GRID if lanes_represent(p)] == [2**-8, 0.1, 0.5, 0.9, 0.92]
+    # Every p the zoo's models use stays on the fast path (their results do not change).
+    assert all(lanes_represent(p) for p in (0.2, 0.25, 0.3, 0.5))

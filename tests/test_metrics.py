@@ -2,9 +2,11 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
-from mnistlab.metrics import classification_metrics
+from mnistlab.metrics import METRIC_KEYS, classification_metrics
 
 
 def test_hand_computed_case():
@@ -64,3 +66,38 @@ def test_binary_auc_matches_sklearn():
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     assert m["auc_macro"] == pytest.approx(roc_auc_score(labels, probs[:, 1]))
     assert len(m["confusion_matrix"]) == 2
+
+
+def test_a_predicted_class_absent_from_the_labels_counts_in_the_macro_scores():
+    # Class 2 is predicted once but never occurs: scikit-learn averages over the classes in the
+    # labels or the predictions, so its precision 0 (and F1 0) count.
+    labels = np.array([0, 0, 1, 1])
+    preds = np.array([0, 0, 1, 2])
+    m = classification_metrics(np.eye(3)[preds], labels)
+    assert m["f1_macro"] == pytest.approx(f1_score(labels, preds, average="macro")) == pytest.approx(5 / 9)
+    assert m["precision_macro"] == pytest.approx(precision_score(labels, preds, average="macro", zero_division=0))
+    assert m["recall_macro"] == pytest.approx(recall_score(labels, preds, average="macro", zero_division=0))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(2, 6).flatmap(lambda k: st.tuples(
+    st.just(k),
+    st.lists(st.tuples(st.integers(0, k - 1), st.integers(0, k - 1)), min_size=1, max_size=25),
+)))
+def test_matches_scikit_learn_on_random_small_cases(case):
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+    k, pairs = case
+    labels = np.array([y for y, _ in pairs])
+    preds = np.array([p for _, p in pairs])
+    m = classification_metrics(np.eye(k)[preds] * 3.0, labels)
+    assert set(m) == set(METRIC_KEYS)
+    assert m["accuracy"] == pytest.approx(accuracy_score(labels, preds))
+    for name, fn in (("precision", precision_score), ("recall", recall_score), ("f1", f1_score)):
+        assert m[f"{name}_macro"] == pytest.approx(fn(labels, preds, average="macro", zero_division=0)), name
+    p, r, f, s = precision_recall_fscore_support(labels, preds, labels=np.arange(k), zero_division=0)
+    assert [row["precision"] for row in m["per_class"]] == pytest.approx(list(p))
+    assert [row["recall"] for row in m["per_class"]] == pytest.approx(list(r))
+    assert [row["f1"] for row in m["per_class"]] == pytest.approx(list(f))
+    assert [row["support"] for row in m["per_class"]] == list(s)
+    assert m["samples"] == len(labels) and np.array(m["confusion_matrix"]).sum() == len(labels)

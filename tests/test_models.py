@@ -233,6 +233,48 @@ def test_set_flags_for_recurrent_and_cnn_options() -> None:
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 
 
+DROPOUT_OPTIONS = [("dnn", "dropout"), ("dnn", "dropout_ratio"), ("cnn-bn", "dropout"), ("best", "dropout")]
+
+
+def _dropouts(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.Dropout) or isinstance(m, nn.RNNBase) and m.dropout > 0]
+
+
+@pytest.mark.parametrize(("name", "option"), DROPOUT_OPTIONS)
+def test_dropout_none_reaches_the_builder_and_means_no_dropout(name: str, option: str) -> None:
+    from mnistlab.config import TrainConfig, resolve_config
+
+    assert _dropouts(create_model(name)), "the default build has dropout"
+    # The way `train --set dropout=none` goes: resolved config (config.yaml: null), then the builder.
+    cfg = resolve_config(TrainConfig(model=name, model_options={option: "none"}))
+    assert cfg.model_options[option] is None
+    assert not _dropouts(create_model(name, **cfg.model_options))
+
+
+@pytest.mark.parametrize(("name", "option"), [*DROPOUT_OPTIONS, ("lstm", "dropout")])
+def test_checkpoint_written_when_none_meant_the_default_still_loads(name: str, option: str) -> None:
+    """Before None reached the builders, `--set dropout=none` trained the default net and the
+    checkpoint recorded every option with the None: it loads, and evaluates the same."""
+    from mnistlab.training.checkpoint import build_model_from_checkpoint
+
+    trained = create_model(name).eval()  # what the old code built for option=None
+    ckpt = {"model": {"name": name, "options": {**get_model_info(name).options, option: None}},
+            "data": {"classes": list("0123456789"), "in_channels": 1, "image_size": 28},
+            "state_dict": trained.state_dict()}
+    loaded = build_model_from_checkpoint(ckpt, "old.pt")
+    x = torch.randn(3, 1, 28, 28)
+    assert torch.equal(loaded(x), trained(x))
+
+
+def test_none_where_it_is_no_value_is_refused_not_replaced_by_the_default() -> None:
+    with pytest.raises(UsageError, match="option 'batchnorm' of model 'dnn' cannot be none"):
+        create_model("dnn", **parse_set_flags(["batchnorm=none"]))
+    # A checkpoint recording batchnorm=None was trained with the default (BatchNorm on): it still builds so.
+    with pytest.warns(UserWarning, match="batchnorm=None built with the default True"):
+        model = create_model("dnn", batchnorm=None)
+    assert any(isinstance(m, nn.BatchNorm1d) for m in model.modules())
+
+
 def test_unknown_model_suggests_a_name() -> None:
     with pytest.raises(UsageError, match="lstm"):
         create_model("lstn")

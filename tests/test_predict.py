@@ -180,16 +180,6 @@ def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mnistlab", *args], capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture
-def quick_run(fake_mnist_root: Path, tmp_path: Path) -> Path:
-    """A logistic-regression run on the fake dataset (a second or two)."""
-    import mnistlab
-
-    run = mnistlab.train(mnistlab.TrainConfig(model="logistic", data_dir=str(fake_mnist_root), epochs=1,
-                                              out=str(tmp_path / "runs"), progress="quiet", plots=False))
-    return run.path
-
-
 def test_predict_command_formats_and_errors(quick_run: Path, tmp_path: Path) -> None:
     folder = tmp_path / "imgs"
     folder.mkdir()

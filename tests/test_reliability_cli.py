@@ -140,3 +140,26 @@ def test_path_flags_with_odd_values(env, flag, value):
         value = str(env[1])  # an empty --out is the current folder: fine, but not in the repository
     argv = base_args(env) + ["--epochs", "0.1", flag, value]
     check(*invoke(argv))
+
+
+@pytest.mark.parametrize(
+    "line, field",
+    [("betas: 0.9", "betas"), ("set: [x]", "set"), ("model: [dnn]", "model"), ("model_options: 3", "model_options"),
+     ("name: 5", "name")],
+)
+def test_malformed_config_value_is_one_usage_error(env, tmp_path, line, field):
+    """Through `python -m mnistlab`: exit 2, one stderr line naming the field and the file, no run folder."""
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "bad.yaml"
+    config.write_text(line + "\n")
+    out = tmp_path / "runs"
+    argv = ["train", "--config", str(config), "--data-dir", str(env[0]), "--out", str(out), "--epochs", "0.1", "-q"]
+    proc = subprocess.run([sys.executable, "-m", "mnistlab", *argv], capture_output=True, text=True, timeout=120,
+                          check=False, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "internal error" not in lines[0] and f"bad {field} " in lines[0] and str(config) in lines[0], lines[0]
+    assert not out.exists()

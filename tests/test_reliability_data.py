@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import gzip
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +156,36 @@ def test_folder_dataset_with_corrupt_image(tmp_path, capsys):
     assert code == 1 and "broken.png" in line and ("delete" in line or "replace" in line)
 
 
+def _png_classes(folder: Path, counts: dict[str, int]) -> None:
+    from PIL import Image
+
+    for cls, count in counts.items():
+        (folder / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            Image.fromarray(np.full((28, 28), 30 + 40 * i, dtype=np.uint8)).save(folder / cls / f"{i}.png")
+
+
+@pytest.mark.parametrize("layout", ["tiny classes", "empty test folders"])
+def test_folder_dataset_without_test_images_is_refused_at_load(layout, tmp_path, capsys):
+    root = tmp_path / "digits"
+    if layout == "tiny classes":  # 20% of 2 images rounds to 0: nothing to hold out
+        _png_classes(root, {"a": 2, "b": 1})
+        needed = "at least 3"
+    else:  # train/ and test/ layout whose test class folders hold no image
+        _png_classes(root / "train", {"a": 3, "b": 3})
+        (root / "test" / "a").mkdir(parents=True)
+        (root / "test" / "a" / "notes.txt").write_text("not an image")
+        needed = "add test images"
+    runs = tmp_path / "runs"
+    code, _, err = run_cli(capsys, *train_args(tmp_path, runs, "--dataset", f"folder:{root}"))
+    line = error_line(err)
+    assert code == 1 and str(root) in line and needed in line, line
+    assert not runs.exists() or not any(runs.iterdir())  # refused before the run folder is made
+    code, _, err = run_cli(capsys, "data", "show", "--dataset", f"folder:{root}", "--split", "test",
+                           "--out", str(tmp_path / "grid.png"))
+    assert code == 1 and needed in error_line(err) and not (tmp_path / "grid.png").exists()
+
+
 @pytest.mark.parametrize(
     "row, reason",
     [
@@ -223,6 +254,79 @@ def test_checksum_mismatch(tmp_path, server, tiny_spec, monkeypatch, capsys):
     assert code == 1 and TRAIN_IMAGES in line and "bad checksum" in line
     assert not (tmp_path / "tiny" / TRAIN_IMAGES).exists()
     assert leftovers(tmp_path) == []
+
+
+def _gzip_bomb(head: bytes, zeros: int) -> bytes:
+    """A gzip of `head` and then `zeros` zero bytes, built 1 MB at a time (64 MB -> ~65 KB)."""
+    deflate = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(1 << 20)
+    parts = [deflate.compress(head)] + [deflate.compress(block) for _ in range(zeros >> 20)]
+    return b"".join(parts) + deflate.flush()
+
+
+@pytest.mark.parametrize(
+    "head, reason",
+    [(b"", "bad magic"),  # all zeros
+     (idx_bytes(np.zeros((1, 28, 28), np.uint8))[:4] + np.array([10**6, 28, 28], ">u4").tobytes(),
+      "more than the 23536"),  # a header that claims 784 MB
+     (idx_bytes(np.zeros((1, 28, 28), np.uint8))[:4] + np.array([30, 28, 28], ">u4").tobytes(),
+      "trailing bytes")],  # the right header, then 64 MB more than it declares
+    ids=["zeros", "huge header", "trailing zeros"],
+)
+def test_gzip_bomb_from_a_mirror_is_refused_in_bounded_memory(head, reason, tmp_path, server, tiny_spec,
+                                                              monkeypatch, capsys):
+    import tracemalloc
+
+    bomb = _gzip_bomb(head, 64 << 20)
+    assert len(bomb) < 100_000  # small enough to pass the download cap: the decompression cap must act
+    monkeypatch.setenv("MNISTLAB_MIRRORS", server.serve_dataset("bomb", {**GZ, "train_images": bomb}))
+    tracemalloc.start()
+    try:
+        code, err = download(capsys, tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    line = error_line(err)
+    assert code == 1 and TRAIN_IMAGES in line and reason in line, line
+    assert peak < 24 << 20, f"peak {peak >> 20} MB for a file that decompresses to 64 MB"
+    assert not (tmp_path / "tiny" / TRAIN_IMAGES).exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("mode", ["", "nolength"], ids=["content-length", "no content-length"])
+def test_download_bigger_than_the_file_can_be_is_cut_off(mode, tmp_path, server, tiny_spec, monkeypatch, capsys):
+    # Random bytes do not compress: 1 MB of gzip, where the whole file decompresses to 23 KB.
+    big = gzip.compress(np.random.default_rng(0).integers(0, 256, 1 << 20, dtype=np.uint8).tobytes())
+    monkeypatch.setenv("MNISTLAB_MIRRORS", server.serve_dataset("big", {**GZ, "train_images": big}, mode=mode))
+    code, err = download(capsys, tmp_path)
+    line = error_line(err)
+    assert code == 1 and TRAIN_IMAGES in line and "more than the 89095" in line, line
+    assert not (tmp_path / "tiny" / TRAIN_IMAGES).exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "name, integrity",
+    [("fashion-mnist", "bad checksum"),  # the catalog has its sha256: noise is caught
+     ("kmnist", "all files pass; no checksum in the catalog: shape and format checked only")],
+)
+def test_data_info_never_claims_a_checksum_it_did_not_check(name, integrity, tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    from mnistlab.data import DATASETS
+
+    # The real catalog entry with smaller counts, so the noise files stay small.
+    monkeypatch.setitem(DATASETS, name, dataclasses.replace(DATASETS[name], num_train=30, num_test=10))
+    rng = np.random.default_rng(0)
+    folder = tmp_path / name
+    folder.mkdir()
+    for key, count in (("train", 30), ("test", 10)):
+        prefix = "train" if key == "train" else "t10k"
+        (folder / f"{prefix}-images-idx3-ubyte").write_bytes(
+            idx_bytes(rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)))
+        (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(idx_bytes((np.arange(count) % 10).astype(np.uint8)))
+    code, out, err = run_cli(capsys, "data", "info", "--dataset", name, "--data-dir", str(tmp_path))
+    assert code == 0, err
+    line = next(line for line in out.splitlines() if line.startswith("integrity"))
+    assert integrity in line and "verify (sha256)" not in line, line
 
 
 def test_data_dir_that_cannot_be_created(tmp_path, capsys):
@@ -315,3 +419,25 @@ def test_disk_full_while_checkpointing_keeps_previous_checkpoint(tmp_path, monke
     code, _, err = run_cli(capsys, "train", "--resume", str(run), "-q", "--no-plots")
     assert code == 0, err
     assert json.loads((run / "summary.json").read_text())["epochs_run"] == 3
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_follow_the_umask(umask, tmp_path, server, tiny_spec, monkeypatch, capsys):
+    """Run files, checkpoints and downloads get 0666 & ~umask, like any file: a shared folder stays readable."""
+    root = tmp_path / "data"
+    write_fake_mnist(root / "mnist")
+    monkeypatch.setenv("MNISTLAB_MIRRORS", server.serve_dataset("ok", GZ))
+    previous = os.umask(umask)
+    try:
+        code, _, err = run_cli(capsys, *train_args(root, tmp_path / "runs", "--name", "shared"))
+        assert code == 0, err
+        code, err = download(capsys, root)
+        assert code == 0, err
+    finally:
+        os.umask(previous)
+    run = tmp_path / "runs" / "shared"
+    written = [run / "config.yaml", run / "metrics.csv", run / "summary.json", run / "environment.json",
+               run / "checkpoints" / "last.pt", run / "checkpoints" / "best.pt",
+               *(root / "tiny" / name for name in NAMES.values())]
+    modes = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in written}
+    assert modes == {name: oct(0o666 & ~umask) for name in modes}

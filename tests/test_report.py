@@ -88,6 +88,37 @@ def test_evaluate_rewrites_the_report(trained: Run) -> None:
     assert f"{metrics['accuracy']:.4f}" in (trained.path / "report.md").read_text(encoding="utf-8")
 
 
+def _scored(md: str) -> str:
+    return next(line for line in md.splitlines() if line.startswith("| checkpoint scored |"))
+
+
+def test_the_report_labels_the_checkpoint_evaluate_scored(trained: Run) -> None:
+    import torch
+
+    from mnistlab.evaluation import evaluate
+
+    # Make the two checkpoints score differently: last.pt with its weights zeroed (uniform logits).
+    last = trained.checkpoint_path("last")
+    saved = last.read_bytes()
+    ckpt = torch.load(last, weights_only=True)
+    ckpt["state_dict"] = {k: torch.zeros_like(v) for k, v in ckpt["state_dict"].items()}
+    torch.save(ckpt, last)
+    try:
+        metrics = evaluate(trained, checkpoint="last", plots=True, device="cpu")
+        md = (trained.path / "report.md").read_text(encoding="utf-8")
+        assert f"{metrics['accuracy']:.4f}" in md and metrics["accuracy"] != trained.summary["accuracy"]
+        assert _scored(md) == f"| checkpoint scored | last (epoch {metrics['epoch']}) |"
+        metrics = evaluate(trained, plots=True, device="cpu")
+        md = (trained.path / "report.md").read_text(encoding="utf-8")
+        assert _scored(md) == f"| checkpoint scored | best (epoch {metrics['epoch']}) |"
+    finally:
+        last.write_bytes(saved)
+    # Written by train (no evaluation): what summary.json says train scored, with its epoch.
+    report.write_run_report(trained)
+    md = (trained.path / "report.md").read_text(encoding="utf-8")
+    assert _scored(md) == f"| checkpoint scored | best (epoch {trained.summary['best_epoch']}) |"
+
+
 def test_tensorboard_missing_is_a_clear_usage_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                      fake_mnist_root: Path) -> None:
     import sys

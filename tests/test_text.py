@@ -177,6 +177,12 @@ def test_evaluate_rewrites_a_text_runs_report(text_run):
     assert f"{metrics['accuracy']:.4f}" in (text_run.path / "report.md").read_text(encoding="utf-8")
 
 
+def test_evaluate_last_labels_a_text_runs_report_last(text_run):
+    mnistlab.evaluate(text_run, checkpoint="last", plots=True)
+    md = (text_run.path / "report.md").read_text(encoding="utf-8")
+    assert "| checkpoint scored | last (epoch" in md
+
+
 def test_text_run_without_a_test_split_says_so_in_its_report(tmp_path):
     run = train_text("builtin:sentiment", out=str(tmp_path), epochs=1, test_fraction=0.0, embed_dim=8, hidden=8,
                      progress="quiet")

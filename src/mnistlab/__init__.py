@@ -27,6 +27,8 @@ _LAZY = {
     "MnistlabError": "mnistlab.errors",
     "Callback": "mnistlab.training.callbacks",
     "MlflowTracker": "mnistlab.training.callbacks",
+    "fit": "mnistlab.fitting",
+    "load_model": "mnistlab.fitting",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import glob
 import io
 import math
@@ -119,11 +120,12 @@ def collect_runs(args: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
     return found, notes
 
 
-def _short(value: Any) -> str:
+def short_value(value: Any) -> str:
+    """A setting as the options column writes it: `true`, `784,128`, `0.001`."""
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, (list, tuple)):
-        return ",".join(_short(v) for v in value)
+        return ",".join(short_value(v) for v in value)
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
@@ -132,29 +134,49 @@ def _short(value: Any) -> str:
 def key_options(config: dict[str, Any]) -> str:
     """The run's model options and main recipe settings that differ from its model's defaults, short.
 
-    e.g. `hidden_dims=784,128,128,128 init=zeros batch_size=128`. Unknown models (a registry that
+    e.g. `hidden_dims=784,128,128,128 init=zeros batch_size=128`. Text runs (`task: text`) name
+    their text settings (bidirectional, hidden, embed_dim, layers, dropout, ...) and the training
+    settings that differ from `mnistlab text train`'s defaults. Unknown models (a registry that
     changed since the run) show every model option and no deviations.
     """
+    options, defaults = _options_and_defaults(config)
+    parts: list[str] = []
+    for key, value in options.items():
+        default = None if defaults is None else defaults["model_options"].get(key)
+        if defaults is None or short_value(value) != short_value(default):
+            parts.append(f"{key}={short_value(value)}")
+    if defaults is not None:
+        for key in _MAIN_FIELDS:
+            value = config.get(key)
+            if value is not None and short_value(value) != short_value(defaults.get(key)):
+                parts.append(f"{key}={short_value(value)}")
+    return " ".join(parts)
+
+
+def _options_and_defaults(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The run's options, and the resolved default config (its `model_options`: the options' defaults)
+    they are measured against; None when the model is unknown."""
     from mnistlab.config import TrainConfig, resolve_config
+
+    if config.get("task") == "text":
+        from mnistlab.text.settings import TextSettings
+        from mnistlab.text.settings import resolve_text as resolve_text_config  # the text defaults, as train resolves them
+
+        text = TextSettings()
+        names = [f.name for f in dataclasses.fields(TextSettings) if f.name not in ("data", "model")]
+        defaults = resolve_text_config(text, TrainConfig()).to_dict()
+        defaults["model_options"] = {k: getattr(text, k) for k in names}
+        return {k: config[k] for k in names if k in config}, defaults
     from mnistlab.models import get_model_info
 
     options = dict(config.get("model_options") or {})
-    parts: list[str] = []
     try:
         info = get_model_info(config.get("model", ""))
         defaults = resolve_config(TrainConfig(model=config["model"])).to_dict()
         defaults["model_options"] = dict(getattr(info, "options", {}) or {})
     except (MnistlabError, KeyError, TypeError):
-        defaults = None
-    for key, value in options.items():
-        default = None if defaults is None else defaults["model_options"].get(key)
-        if defaults is None or _short(value) != _short(default):
-            parts.append(f"{key}={_short(value)}")
-    if defaults is not None:
-        for key in _MAIN_FIELDS:
-            if key in config and config[key] is not None and _short(config[key]) != _short(defaults.get(key)):
-                parts.append(f"{key}={_short(config[key])}")
-    return " ".join(parts)
+        return options, None
+    return options, defaults
 
 
 def run_row(run: Run | Path | str) -> dict[str, Any]:
@@ -181,8 +203,7 @@ def run_row(run: Run | Path | str) -> dict[str, Any]:
         options = key_options(config) if config else ""
     except Exception:  # noqa: BLE001 - the options column is a convenience, never a reason to fail
         options = ""
-    # The test metrics sit at the top level of summary.json (split: test); older runs nest them.
-    test = summary if "accuracy" in summary else (summary.get("test") or {})
+    test = run.test_metrics
     return {
         "name": run.name,
         "model": config.get("model") or summary.get("model"),

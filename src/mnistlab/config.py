@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ from mnistlab.errors import UsageError
 
 __all__ = [
     "AMP_MODES", "DEVICES", "GLOBAL_DEFAULTS", "INIT_METHODS", "OPTIMIZERS", "PROGRESS_MODES", "SCHEDULERS",
-    "TrainConfig", "load_config_file", "resolve_config", "validate",
+    "TrainConfig", "coerce_value", "load_config_file", "resolve_config", "validate",
 ]
 
 
@@ -77,12 +80,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
-        """Build from a dict, rejecting unknown keys with a suggestion."""
+        """Build from a dict, rejecting unknown keys with a suggestion and typing every value
+        by its field (coerce_value): UsageError naming the field and `source` for a bad one."""
         check_keys(values, source)
+        values = coerce_values(values, source)
         check_paths(values, source)
-        values = dict(values)
-        if values.get("betas") is not None:
-            values["betas"] = tuple(values["betas"])
         return cls(**values)
 
 
@@ -130,6 +132,124 @@ def check_keys(values: dict[str, Any], source: str) -> None:
             raise UsageError(f"unknown setting {key!r} in {source}.{extra}")
 
 
+# ---------------------------------------------------------------- typing values by their field
+# YAML 1.1 reads `1e-3` as a string and a grid value is always one: each value is converted to
+# the type its TrainConfig field declares, so `lr: 1e-3` is 0.001 and `stratify: "false"` is False.
+
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
+_NONE = frozenset({"none", "null", "~"})
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ValueError
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, int):
+        return value
+    number = _to_float(value)  # "1e3" and 64.0 are whole numbers too
+    if isinstance(number, float) and not number.is_integer():
+        raise ValueError
+    return int(number)
+
+
+def _to_float(value: Any) -> int | float:
+    """A number: ints stay ints (a valid float, and config.yaml keeps `epochs: 10`), text is parsed."""
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            return float(value.strip())
+    raise ValueError
+
+
+def _to_str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    raise ValueError
+
+
+def _to_mapping(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return dict(value)
+    raise ValueError
+
+
+def _to_numbers(value: Any, count: int) -> tuple[float, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or len(items) != count:
+        raise ValueError
+    return tuple(float(_to_float(v)) for v in items)
+
+
+@functools.cache
+def _kind(name: str) -> tuple[type, bool, int]:
+    """(base type, whether None is allowed, tuple length) of TrainConfig field `name`."""
+    hint = typing.get_type_hints(TrainConfig)[name]
+    args = typing.get_args(hint)
+    optional = type(None) in args and typing.get_origin(hint) in (typing.Union, types.UnionType)
+    if optional:
+        hint = next(a for a in args if a is not type(None))
+    base = typing.get_origin(hint) or hint
+    return base, optional, len(typing.get_args(hint)) if base is tuple else 0
+
+
+_EXPECTED = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
+             dict: "a mapping of model options (key: value)"}
+
+
+def coerce_value(name: str, value: Any, source: str) -> Any:
+    """`value` converted to the type TrainConfig field `name` declares (str, int, float, bool, tuple, dict,
+    or None where the field allows it).
+
+    Text is parsed for the other types ("1e-3" -> 0.001, "false"/"no" -> False, "none" -> None),
+    so YAML values and `--grid` strings are typed by the same rules.
+
+    Raises:
+        UsageError: the value cannot be converted; the message names the field and `source`.
+    """
+    base, optional, length = _kind(name)
+    if name == "clip_grad" and isinstance(value, str) and value.strip().lower() in ("none", "off"):
+        return 0.0  # clipping switched off, as `--clip-grad none` (null still means the recipe's)
+    expected = f"{length} numbers like [0.9, 0.999]" if base is tuple else _EXPECTED[base]
+    if value is None and base is dict:
+        return {}  # `model_options:` left empty: no options
+    if value is None or (optional and base is not str and isinstance(value, str) and value.strip().lower() in _NONE):
+        if optional:
+            return None
+        raise _bad(name, value, source, expected)
+    try:
+        if base is tuple:
+            return _to_numbers(value, length)
+        return {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str, dict: _to_mapping}[base](value)
+    except (ValueError, TypeError):
+        raise _bad(name, value, source, expected) from None
+
+
+def _bad(name: str, value: Any, source: str, expected: str) -> UsageError:
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    return UsageError(f"bad {name} {shown} in {source}: expected {expected}")
+
+
+def coerce_values(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Every value of `values` (TrainConfig fields) typed by coerce_value."""
+    return {key: coerce_value(key, value, source) for key, value in values.items()}
+
+
 PATH_FIELDS = ("data_dir", "out", "name", "resume", "dataset")
 
 
@@ -159,13 +279,21 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UsageError(f"config file {p} must hold a mapping of settings, not {type(data).__name__}")
     data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    source = f"config file {p}"
     # Run folders write `model_options`; hand-written files may say `set` like the flag.
     if "set" in data:
-        data["model_options"] = {**(data.get("model_options") or {}), **(data.pop("set") or {})}
-    for key in ("package_version", "resolved"):
+        given = data.pop("set")
+        options = coerce_value("model_options", data.get("model_options"), source)
+        try:
+            data["model_options"] = {**options, **_to_mapping({} if given is None else given)}
+        except ValueError:
+            raise _bad("set", given, source, _EXPECTED[dict]) from None
+    # Written by runs for the record, not settings: where a user's model came from is read from the
+    # run itself (and its code is never imported because a config file names it).
+    for key in ("package_version", "resolved", "model_code", "model_object", "data_sha256"):
         data.pop(key, None)
-    check_keys(data, f"config file {p}")
-    return data
+    check_keys(data, source)
+    return coerce_values(data, source)
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -184,30 +312,49 @@ def _check_range(name: str, value: Any, low: float, high: float | None = None, *
         raise UsageError(f"bad {name} {value!r}: must be {bound}")
 
 
-def resolve_config(config: TrainConfig) -> TrainConfig:
+def resolve_config(config: TrainConfig, *, load_code: bool = False) -> TrainConfig:
     """Fill every None from the model's recipe, then GLOBAL_DEFAULTS, and validate all values.
 
     The model options are checked against the model's signature here too, so a typo
-    fails before any data is loaded.
+    fails before any data is loaded. A model from the user's file (`file.py:NAME`) is imported
+    to read its signature only with `load_code` (the caller's promise that the user named that
+    code); it has no recipe.
     """
-    from mnistlab.models import get_model_info, resolve_options
-
-    info = get_model_info(config.model)
     values = dataclasses.asdict(config)
+    values["model"], recipe, values["model_options"] = _model_recipe(config, values["model_options"], load_code)
     for key, default in GLOBAL_DEFAULTS.items():
         if values[key] is None:
-            values[key] = info.recipe.get(key, default)
-    for key, value in info.recipe.items():
-        if key == "model_options":
-            values["model_options"] = {**value, **values["model_options"]}
-        elif key not in GLOBAL_DEFAULTS and values.get(key) is None:
+            values[key] = recipe.get(key, default)
+    for key, value in recipe.items():
+        if key not in GLOBAL_DEFAULTS and key != "model_options" and values.get(key) is None:
             values[key] = value
-    values["model_options"] = resolve_options(config.model, values["model_options"])
     if values["betas"] is not None:
         values["betas"] = tuple(float(b) for b in values["betas"])
     cfg = TrainConfig(**values)
     validate(cfg)
     return cfg
+
+
+def _model_recipe(
+    config: TrainConfig, options: dict[str, Any], load_code: bool
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(model name, its recipe, its options typed) for a zoo model or, with load_code, a user's model file
+    (named by its absolute path; it has no recipe)."""
+    from mnistlab.models import get_model_info, resolve_options
+    from mnistlab.models.usercode import is_file_model, load_user_model, resolve_user_options
+
+    if config.model.startswith("object:"):  # a module object given to mnistlab.fit: built by the user
+        if options:
+            raise UsageError(f"model options ({', '.join(options)}) are for zoo and file models; build your "
+                             "module object with the settings you want")
+        return config.model, {}, {}
+    if not is_file_model(config.model):
+        recipe = dict(get_model_info(config.model).recipe)
+        return config.model, recipe, resolve_options(config.model, {**recipe.get("model_options", {}), **options})
+    if not load_code:
+        raise UsageError(f"the model {config.model} is code: it is imported only when named on the command line")
+    user = load_user_model(config.model)
+    return user.spec, {}, resolve_user_options(user, options)
 
 
 def validate(cfg: TrainConfig) -> None:

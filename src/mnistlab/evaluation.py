@@ -13,10 +13,11 @@ from typing import Any
 import torch
 
 from mnistlab.errors import MnistlabError, UsageError
+from mnistlab.models.usercode import ModelCode
 from mnistlab.runs import Run, load_run
 from mnistlab.scoring import predict_logits, score
 
-__all__ = ["evaluate", "predict_logits", "score", "split_images"]
+__all__ = ["evaluate", "predict_logits", "run_dataset", "score", "split_images"]
 
 
 def split_images(data: Any, config: dict[str, Any], split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,6 +44,9 @@ def evaluate(
     data_dir: str | None = None,
     device: str = "auto",
     plots: bool = False,
+    model_code: str | Path | None = None,
+    allow_changed_code: bool = False,
+    model: Any = None,
 ) -> dict[str, Any]:
     """Evaluate a run's checkpoint on one split of its dataset.
 
@@ -52,6 +56,9 @@ def evaluate(
         checkpoint: "best" or "last".
         data_dir: where the dataset lives, if not where the run found it.
         plots: also (re)write the run's plots and report.md for this evaluation.
+        model_code: for a run of a user's model file, that file (its sha256 must match the one the
+            run recorded, unless allow_changed_code); a run never imports its code by itself.
+        model: for a run trained with mnistlab.fit on a module object, a fresh instance of it.
 
     Returns:
         The metrics dict (accuracy, precision_macro, recall_macro, f1_macro, auc_macro,
@@ -72,8 +79,8 @@ def evaluate(
         raise UsageError(f"bad split {split!r}: choose test, valid or train")
     run = load_run(run)
     config = run.config
-    model, ckpt = _load_model(run, checkpoint)
-    data = _run_dataset(config, ckpt, data_dir)
+    model, ckpt = _load_model(run, checkpoint, ModelCode.of(model_code, allow_changed_code), model)
+    data = run_dataset(config, list(ckpt["data"]["classes"]), data_dir)
     images, labels = split_images(data, config, split)
     dev = select_device(device)
     model.to(dev)
@@ -87,11 +94,11 @@ def evaluate(
     metrics = score(logits, labels, list(data.classes))
     metrics.update(split=split, checkpoint=checkpoint, epoch=ckpt.get("epoch"))
     if plots:
-        _write_report(run, logits, split)
+        _write_report(run, logits, split, checkpoint, ckpt.get("epoch"))
     return metrics
 
 
-def _load_model(run: Run, checkpoint: str) -> tuple[Any, dict[str, Any]]:
+def _load_model(run: Run, checkpoint: str, code: ModelCode, model: Any = None) -> tuple[Any, dict[str, Any]]:
     """The run's model rebuilt from its `checkpoint` ("best" or "last"), and the checkpoint."""
     from mnistlab.training.checkpoint import build_model_from_checkpoint, load_checkpoint
 
@@ -101,23 +108,37 @@ def _load_model(run: Run, checkpoint: str) -> tuple[Any, dict[str, Any]]:
     if not ckpt_path.is_file():
         raise MnistlabError(f"run {run.path} has no {checkpoint} checkpoint ({ckpt_path})")
     ckpt = load_checkpoint(ckpt_path)
-    return build_model_from_checkpoint(ckpt, str(ckpt_path)), ckpt
+    return build_model_from_checkpoint(ckpt, str(ckpt_path), code=code, model=model), ckpt
 
 
-def _run_dataset(config: dict[str, Any], ckpt: dict[str, Any], data_dir: str | None) -> Any:
-    """The run's dataset, checked to have the classes the checkpoint was trained on."""
+def run_dataset(config: dict[str, Any], classes: list[str], data_dir: str | None = None,
+                name: str | None = None) -> Any:
+    """A run's dataset (or dataset `name` instead), checked to have the classes the model was trained on.
+
+    Args:
+        config: the run's config (its dataset, data_dir and seed: the seed of a folder: or csv:
+            dataset's held-out test split).
+        classes: the checkpoint's class names.
+        data_dir: where the dataset lives, if not where the run found it.
+    """
     from mnistlab.data import load_dataset
 
-    data = load_dataset(config["dataset"], data_dir or config.get("data_dir"), seed=int(config.get("seed", 0)))
-    if list(data.classes) != list(ckpt["data"]["classes"]):
+    name = name or config["dataset"]
+    if name == "tensors" or str(name).startswith("dataset:"):
         raise MnistlabError(
-            f"the dataset {config['dataset']!r} found now has classes {list(data.classes)[:5]}..., "
-            f"but the run was trained on {list(ckpt['data']['classes'])[:5]}...; pass the right --data-dir"
+            f"this run was trained on data passed to mnistlab.fit ({name}), which no run folder holds: "
+            "evaluate its model on your data in Python (mnistlab.load_model(run, ...))"
+        )
+    data = load_dataset(name, data_dir or config.get("data_dir"), seed=int(config.get("seed", 0)))
+    if list(data.classes) != list(classes):
+        raise MnistlabError(
+            f"the dataset {name!r} found now has classes {list(data.classes)[:5]}..., "
+            f"but the run was trained on {list(classes)[:5]}...; pass the right dataset or --data-dir"
         )
     return data
 
 
-def _write_report(run: Run, logits: torch.Tensor, split: str) -> None:
+def _write_report(run: Run, logits: torch.Tensor, split: str, checkpoint: str, epoch: int | None) -> None:
     """Plots and report for this evaluation; a failure is a warning, never an error."""
     import sys
 
@@ -128,7 +149,7 @@ def _write_report(run: Run, logits: torch.Tensor, split: str) -> None:
     if split != "test":
         return  # the report describes the test split
     try:
-        report.write_run_report(run, test_logits=logits)
+        report.write_run_report(run, test_logits=logits, checkpoint=checkpoint, checkpoint_epoch=epoch)
     except Exception as exc:  # noqa: BLE001 - plotting must never fail an evaluation
         print(f"warning: could not write plots/report for {run.path}: {exc}", file=sys.stderr)
 

@@ -189,8 +189,14 @@ def _check_images(run_config: dict[str, Any], data: dict[str, Any], count: int =
     return torch.rand(count, channels, size, size, generator=torch.Generator().manual_seed(1)), "random"
 
 
-def export_run(run: Any, fmt: str, out: str | Path | None = None, *, checkpoint: str = "best") -> ExportResult:
-    """Export a run's checkpoint (see the module docstring for the input/output contract)."""
+def export_run(
+    run: Any, fmt: str, out: str | Path | None = None, *, checkpoint: str = "best", code: Any = None
+) -> ExportResult:
+    """Export a run's checkpoint (see the module docstring for the input/output contract).
+
+    `code` (a usercode.ModelCode) is the model's file for a run of a user's model; the export
+    itself is self-contained and needs no code to run.
+    """
     from mnistlab.predict import load_checkpoint_path
     from mnistlab.runs import load_run
     from mnistlab.training.checkpoint import build_model_from_checkpoint, load_checkpoint
@@ -199,7 +205,7 @@ def export_run(run: Any, fmt: str, out: str | Path | None = None, *, checkpoint:
         raise UsageError(f"bad format {fmt!r}: choose onnx or torchscript")
     ckpt_path = load_checkpoint_path(run, checkpoint)
     ckpt = load_checkpoint(ckpt_path)
-    model = build_model_from_checkpoint(ckpt, str(ckpt_path))
+    model = build_model_from_checkpoint(ckpt, str(ckpt_path), code=code)
     data = ckpt["data"]
     run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
     try:

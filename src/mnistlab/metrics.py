@@ -12,12 +12,37 @@ from typing import Any, Sequence
 
 import numpy as np
 
+# The keys of classification_metrics, in its order.
+METRIC_KEYS = (
+    "accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro", "confusion_matrix", "per_class", "samples",
+)
+
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax in float64 (stable for large logits)."""
     z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def macro_auc(labels: np.ndarray, probs: np.ndarray, present: np.ndarray) -> float | None:
+    """Macro one-vs-rest ROC-AUC over the classes present in `labels` (None with fewer than two)."""
+    from sklearn.metrics import roc_auc_score
+
+    if present.sum() < 2:
+        return None
+    classes = np.arange(probs.shape[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if probs.shape[1] == 2:
+            # scikit-learn's binary AUC takes the positive class's score, not both columns.
+            auc = float(roc_auc_score(labels, probs[:, 1]))
+        elif present.all():
+            auc = float(roc_auc_score(labels, probs, multi_class="ovr", average="macro", labels=classes))
+        else:
+            # One-vs-rest AUC per present class; absent classes have no positives to rank.
+            auc = float(np.mean([roc_auc_score(labels == k, probs[:, k]) for k in classes[present]]))
+    return None if math.isnan(auc) else auc
 
 
 def classification_metrics(
@@ -40,7 +65,7 @@ def classification_metrics(
         >>> m["accuracy"], m["f1_macro"]
         (1.0, 1.0)
     """
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     logits = np.asarray(logits)
     labels = np.asarray(labels).astype(np.int64)
@@ -51,33 +76,18 @@ def classification_metrics(
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, preds, labels=classes, zero_division=0
     )
-    # Macro averages over the classes present in the labels, as scikit-learn does when
-    # `labels` is left out: a class absent from a small test split would otherwise drag
-    # every macro score down by 1/K.
+    # Macro averages over the classes that occur in the labels or the predictions, as scikit-learn
+    # does when `labels` is left out: a class absent from a small test split and never predicted
+    # would otherwise drag every macro score down by 1/K, while one predicted but absent is a
+    # real mistake (its precision is 0) and counts.
     present = support > 0
-    probs = softmax(logits)
-    auc: float | None
-    if present.sum() >= 2:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if num_classes == 2:
-                # scikit-learn's binary AUC takes the positive class's score, not both columns.
-                auc = float(roc_auc_score(labels, probs[:, 1]))
-            elif present.all():
-                auc = float(roc_auc_score(labels, probs, multi_class="ovr", average="macro", labels=classes))
-            else:
-                # One-vs-rest AUC per present class; absent classes have no positives to rank.
-                aucs = [roc_auc_score(labels == k, probs[:, k]) for k in classes[present]]
-                auc = float(np.mean(aucs))
-        if math.isnan(auc):
-            auc = None
-    else:
-        auc = None
+    scored = present | (np.bincount(preds, minlength=num_classes)[:num_classes] > 0)
+    auc = macro_auc(labels, softmax(logits), present)
     return {
         "accuracy": float((preds == labels).mean()) if len(labels) else 0.0,
-        "precision_macro": float(precision[present].mean()) if present.any() else 0.0,
-        "recall_macro": float(recall[present].mean()) if present.any() else 0.0,
-        "f1_macro": float(f1[present].mean()) if present.any() else 0.0,
+        "precision_macro": float(precision[scored].mean()) if scored.any() else 0.0,
+        "recall_macro": float(recall[scored].mean()) if scored.any() else 0.0,
+        "f1_macro": float(f1[scored].mean()) if scored.any() else 0.0,
         "auc_macro": auc,
         "confusion_matrix": confusion_matrix(labels, preds, labels=classes).tolist(),
         "per_class": [

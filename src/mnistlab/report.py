@@ -50,9 +50,9 @@ class ReportResult:
 class _Lazy:
     """The run's dataset, loaded on first use only (curves need none of it) and at most once."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], data: Any = None) -> None:
         self.config = config
-        self._data: Any = None
+        self._data: Any = data
 
     def __call__(self) -> Any:
         if self._data is None:
@@ -66,7 +66,8 @@ class _Lazy:
 
 def write_run_report(
     run: Run | str | Path, test_logits: Any = None, *, test_texts: list[str] | None = None,
-    test_labels: Any = None,
+    test_labels: Any = None, checkpoint: str | None = None, checkpoint_epoch: int | None = None,
+    data: Any = None,
 ) -> ReportResult:
     """Draw the run's plots and write report.md and report.html into its folder.
 
@@ -77,6 +78,11 @@ def write_run_report(
             misclassified grid (or, for a text run, no list of mistakes).
         test_texts, test_labels: a text run's test split (its texts and class indices), in
             the order of test_logits. Image runs read their test split from the dataset.
+        checkpoint, checkpoint_epoch: which checkpoint ("best" or "last") and epoch test_logits
+            come from, for the report's "checkpoint scored"; None: the one summary.json says
+            train scored.
+        data: the run's dataset when no catalog holds it (data given to mnistlab.fit); None: loaded
+            from the run's config.
 
     Returns:
         A ReportResult; `failed` maps each plot that could not be drawn to its error.
@@ -86,7 +92,7 @@ def write_run_report(
     summary = run.summary
     history = run.history
     is_text = config.get("task") == "text"
-    data = _Lazy(config)
+    data = _Lazy(config, data)
     result = ReportResult()
     plots_dir = run.path / "plots"
     plots_dir.mkdir(exist_ok=True)
@@ -97,7 +103,7 @@ def write_run_report(
 
     # Metrics: recomputed from the logits when given (evaluate may use another checkpoint than
     # train did), else the test metrics summary.json recorded.
-    metrics: dict[str, Any] = summary if "accuracy" in summary else dict(summary.get("test") or {})
+    metrics: dict[str, Any] = run.test_metrics
     if logits is not None:
         try:
             from mnistlab.metrics import classification_metrics
@@ -143,7 +149,8 @@ def write_run_report(
             mistakes = _text_mistakes(logits, test_labels, test_texts, metrics)
         except Exception as exc:  # noqa: BLE001 - the report is still written without the list
             result.failed["mistakes"] = f"{type(exc).__name__}: {exc}"
-    blocks = _report_blocks(run, config, summary, history, metrics, result, list(jobs), mistakes)
+    scored = _scored_label(summary, checkpoint, checkpoint_epoch)
+    blocks = _report_blocks(run, config, summary, history, metrics, result, list(jobs), mistakes, scored)
     result.markdown = run.path / "report.md"
     _atomic_text(result.markdown, _to_markdown(blocks))
     result.html = run.path / "report.html"
@@ -191,7 +198,7 @@ def _misclassified(path: Path, logits: np.ndarray | None, data: _Lazy) -> Path:
     worst = wrong[np.argsort(-conf, kind="stable")][:MAX_MISTAKES]
     classes = [str(c) for c in d.classes]
     titles = [f"true {classes[labels[i]][:8]}\npred {classes[preds[i]][:8]} {probs[i, preds[i]]:.2f}" for i in worst]
-    images = d.test_images[torch_index(worst)]
+    images = _loaded(d.test_images[torch_index(worst)])
     return save_image_grid(
         images, titles, path, ncols=8,
         title=f"{len(worst)} most confident of {len(wrong):,} mistakes ({len(wrong) / len(labels):.2%} of the test split)",
@@ -223,6 +230,11 @@ def _text_mistakes(
     return caption, rows
 
 
+def _loaded(images: Any) -> Any:
+    """A tensor of the images (a streamed Dataset's view is read)."""
+    return images.load() if hasattr(images, "load") else images
+
+
 def torch_index(idx: np.ndarray) -> Any:
     """numpy indices -> a torch LongTensor (for indexing the dataset's tensors)."""
     import torch
@@ -243,10 +255,16 @@ def _samples(path: Path, config: dict[str, Any], data: _Lazy) -> Path:
     train_idx, _ = split_indices(d.train_labels, float(config.get("valid_fraction") or 0.0), seed,
                                  bool(config.get("stratify", False)))
     augment = bool(config.get("augment"))
-    batches = BatchIterator(
-        d.train_images[train_idx], d.train_labels[train_idx], batch_size=MAX_SAMPLES, mean=d.mean, std=d.std,
-        shuffle=True, seed=seed, augment=augment,
-    )
+    if isinstance(d.train_images, torch.Tensor):
+        batches = BatchIterator(
+            d.train_images[train_idx], d.train_labels[train_idx], batch_size=MAX_SAMPLES, mean=d.mean, std=d.std,
+            shuffle=True, seed=seed, augment=augment,
+        )
+    else:  # a Dataset streamed from disk: its first batch, read as training reads it
+        from mnistlab.data.given import StreamBatches
+
+        batches = StreamBatches(d.train_images[train_idx], d.train_labels[train_idx], batch_size=MAX_SAMPLES,
+                                mean=d.mean, std=d.std, seed=seed, device="cpu")
     batches.set_epoch(1)
     x, y = next(iter(batches))
     # Undo the normalisation exactly as applied: x = pixel * scale + shift.
@@ -278,10 +296,21 @@ def _num(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def _scored_label(summary: dict[str, Any], checkpoint: str | None, epoch: int | None) -> str | None:
+    """`last (epoch 7)`: the checkpoint whose test metrics the report shows."""
+    if checkpoint is None:
+        # Written by train: it scored best.pt (the best epoch), or last.pt when no epoch improved.
+        checkpoint = summary.get("checkpoint")
+        epoch = summary.get("best_epoch") if checkpoint == "best" else summary.get("epochs_run")
+    if checkpoint is None:
+        return None
+    return f"{checkpoint} (epoch {epoch})" if epoch is not None else str(checkpoint)
+
+
 def _report_blocks(
     run: Run, config: dict[str, Any], summary: dict[str, Any], history: list[dict[str, Any]],
     metrics: dict[str, Any], result: ReportResult, plots: list[str],
-    mistakes: tuple[str, list[list[str]]] | None = None,
+    mistakes: tuple[str, list[list[str]]] | None = None, scored: str | None = None,
 ) -> list[Block]:
     import yaml
 
@@ -300,7 +329,7 @@ def _report_blocks(
          f"{_num(summary.get('best_valid_loss'))} / {_num(summary.get('best_valid_accuracy'))}"),
         ("training time", f"{train_s:.1f} s in the training steps" + (f", {total_s:.1f} s in all" if total_s else "")
          if isinstance(train_s, (int, float)) else None),
-        ("checkpoint scored", summary.get("checkpoint")),
+        ("checkpoint scored", scored),
     ]
     b.append(("table", ["run", "value"], [[k, "-" if v is None else str(v)] for k, v in facts]))
 

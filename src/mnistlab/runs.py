@@ -173,7 +173,19 @@ class Run:
 
     @property
     def test_metrics(self) -> dict[str, Any]:
-        return self.summary.get("test", {})
+        """The test metrics of summary.json (accuracy, f1_macro, ..., loss, split, checkpoint); {} if none.
+
+        They sit at the top level of summary.json, next to `"split": "test"`; older runs nested
+        them under a `test` key, which is still read.
+        """
+        from mnistlab.metrics import METRIC_KEYS  # numpy: only when metrics are read
+
+        summary = self.summary
+        if "accuracy" in summary:
+            # Which split and checkpoint were scored, then evaluation.score's dict (the metrics and the loss).
+            keys = ("split", "checkpoint", "epoch", *METRIC_KEYS, "loss")
+            return {k: summary[k] for k in keys if k in summary}
+        return dict(summary.get("test") or {})
 
     def checkpoint_path(self, which: str = "best") -> Path:
         return self.path / "checkpoints" / f"{which}.pt"

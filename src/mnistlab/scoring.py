@@ -25,9 +25,15 @@ def predict_logits(
     """Float32 logits [N, K] on the CPU for uint8 images [N, C, H, W], in eval mode and fp32.
 
     Large batches: evaluation has no backward pass, so memory is not the limit and
-    fewer, bigger batches cut the per-call overhead.
+    fewer, bigger batches cut the per-call overhead. Images streamed from a Dataset
+    (mnistlab.data.given.StreamedImages) are read a batch at a time.
     """
     from mnistlab.data import BatchIterator
+
+    if not isinstance(images, torch.Tensor):
+        parts = [predict_logits(model, chunk, mean, std, device=device, batch_size=batch_size,
+                                channels_last=channels_last) for chunk in images.chunks(batch_size)]
+        return torch.cat(parts) if parts else torch.zeros(0, 0)
 
     was_training = model.training
     model.eval()

@@ -8,7 +8,11 @@
 
 Each run is a `python -m mnistlab train --config <run>.yaml --out runs/<sweep> --name <run> --quiet`
 subprocess, N at a time, each with its share of the CPU threads. Running the same sweep
-command again skips the runs that completed and redoes the others, in the same folder.
+command again, in the same folder, skips the runs that completed, resumes the interrupted ones
+from their last checkpoint (`train --resume`) and starts the others. A run folder is matched on
+its resolved config: a rerun whose settings differ from those a run was trained with is refused,
+naming the changes, before anything starts. A lock file (`.sweep.lock`, held by the sweep and its
+training processes) keeps a second sweep out of a folder in use.
 """
 
 from __future__ import annotations
@@ -21,14 +25,19 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-from mnistlab.errors import UsageError
+from mnistlab.errors import MnistlabError, UsageError
 
 # Settings that describe where and how a run is written, not what it trains: the sweep owns them.
 _NOT_GRIDDABLE = {"out", "name", "resume", "progress", "model_options"}
+# Settings a finished run may differ in and still be this sweep's result: where and how it is
+# written (MLflow tracking included), and the threads the sweep shares out among its workers.
+_OUTPUT_ONLY = {"out", "name", "resume", "progress", "plots", "tensorboard", "threads", "mlflow", "mlflow_checkpoints"}
+LOCK_FILE = ".sweep.lock"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=,-]")
 
 
@@ -39,7 +48,9 @@ class SweepRun:
     name: str
     values: dict[str, str]
     config: dict[str, Any]
+    resolved: dict[str, Any] = field(default_factory=dict)  # what the run trains with: config, resolved
     status: str = "pending"  # pending, skipped, completed, failed
+    resume: bool = False  # an interrupted attempt is continued from its last checkpoint
     seconds: float = 0.0
     message: str = ""
 
@@ -92,23 +103,13 @@ def run_name(values: dict[str, str]) -> str:
     return name[:120] if name[0].isalnum() else "r" + name[:119]
 
 
-def _typed(value: str) -> Any:
-    """A grid value for a TrainConfig field, typed as YAML would (0.1 -> float, true -> bool)."""
-    import yaml
-
-    try:
-        return yaml.safe_load(value)
-    except yaml.YAMLError:
-        return value
-
-
 def plan_sweep(base: dict[str, Any], grid: list[tuple[str, list[str]]]) -> list[SweepRun]:
     """Every combination of the grid as a SweepRun, each config resolved and validated now.
 
     Grid keys that are TrainConfig fields set that field; any other key is a model option
     (like `--set`). Raises UsageError on the first bad combination, before anything runs.
     """
-    from mnistlab.config import TrainConfig, field_names, resolve_config
+    from mnistlab.config import TrainConfig, coerce_value, field_names, resolve_config
     from mnistlab.runs import check_run_name
 
     fields = set(field_names())
@@ -120,7 +121,8 @@ def plan_sweep(base: dict[str, Any], grid: list[tuple[str, list[str]]]) -> list[
         config = {**base, "model_options": dict(base.get("model_options") or {})}
         for key, value in values.items():
             if key in fields:
-                config[key] = _typed(value)
+                # Typed by the field's declared type, as a config file's values are (1e-3 -> 0.001).
+                config[key] = coerce_value(key, value, f"--grid {key}")
             else:
                 config["model_options"][key] = value  # typed by the model's signature in resolve_config
         name = check_run_name(run_name(values))
@@ -130,12 +132,12 @@ def plan_sweep(base: dict[str, Any], grid: list[tuple[str, list[str]]]) -> list[
         where = f"grid point {name}"
         try:
             cfg = TrainConfig.from_dict(config, where)
-            resolve_config(cfg)
+            resolved = resolve_config(cfg, load_code=True).to_dict()  # a model file: named by the sweep's command
         except UsageError as exc:
             raise UsageError(f"{where}: {exc}") from None
         except TypeError as exc:
             raise UsageError(f"{where}: {exc}") from None
-        runs.append(SweepRun(name=name, values=values, config=cfg.to_dict()))
+        runs.append(SweepRun(name=name, values=values, config=cfg.to_dict(), resolved=resolved))
     return runs
 
 
@@ -158,6 +160,109 @@ def _is_completed(folder: Path) -> bool:
         return False
 
 
+def config_changes(run_dir: Path, resolved: dict[str, Any]) -> list[str]:
+    """How the settings `resolved` differ from those the run in `run_dir` was trained with.
+
+    Both sides are resolved configs (recipes and defaults filled in), so `--lr 0.1` and a recipe's
+    lr 0.1 match; the output-only settings (out, name, progress, plots, threads, ...) are left
+    out. Returns `["epochs 1 -> 2", "hidden_dims 784,128 -> 784,256", ...]`; [] when they match.
+    """
+    from mnistlab.compare import short_value
+    from mnistlab.config import TrainConfig, load_config_file, resolve_config
+
+    from mnistlab.models.usercode import is_file_model
+
+    source = run_dir / "config.yaml"
+    try:
+        cfg = TrainConfig.from_dict(load_config_file(source), str(source))
+        if is_file_model(cfg.model) and cfg.model != resolved["model"]:
+            return [f"model {cfg.model} -> {resolved['model']}"]  # another file: never imported from a run folder
+        saved = resolve_config(cfg, load_code=True).to_dict()  # only the file the sweep itself names
+    except (MnistlabError, TypeError) as exc:
+        return [f"its {source} cannot be read as a train config ({exc})"]
+    # Model options first (as `--set` names them), then the settings; each side's pair of dicts.
+    pairs = [(saved["model_options"], resolved["model_options"], set()), (saved, resolved, {"model_options"})]
+    return [
+        f"{key} {short_value(old.get(key))} -> {short_value(new.get(key))}"
+        for old, new, skip in pairs
+        for key in dict.fromkeys([*old, *new])
+        if key not in _OUTPUT_ONLY | skip and old.get(key) != new.get(key)
+    ]
+
+
+def _triage(folder: Path, runs: list[SweepRun], log: Callable[[str], None]) -> list[SweepRun]:
+    """Sort the grid points by what their run folders hold: the runs still to train, in grid order.
+
+    Completed runs are skipped, runs with a last checkpoint resumed, folders without one (killed
+    before their first checkpoint) redone. A run trained with other settings than the sweep's now
+    stops the sweep before anything changes: its results are not these settings' results, and
+    redoing it would throw away a finished or resumable run.
+    """
+    changed: list[tuple[str, list[str]]] = []
+    for r in runs:
+        run_dir = folder / r.name
+        if (run_dir / "checkpoints" / "last.pt").is_file() or _is_completed(run_dir):
+            diff = config_changes(run_dir, r.resolved)
+            if diff:
+                changed.append((r.name, diff))
+    if changed:
+        name, diff = changed[0]
+        more = f"; and {len(changed) - 1} more run(s)" if len(changed) > 1 else ""
+        raise MnistlabError(
+            f"sweep folder {folder} holds runs trained with other settings ({name}: {', '.join(diff)}{more}); "
+            "nothing was started. Rerun with the settings they were trained with, give this sweep a new --name, "
+            "or delete those run folders to train them again"
+        )
+    pending: list[SweepRun] = []
+    for r in runs:
+        run_dir = folder / r.name
+        if _is_completed(run_dir):
+            r.status = "skipped"
+            stray = folder / f"{r.name}.log"
+            if stray.is_file():  # interrupted just as it finished: tidy its log away as a finished run's
+                shutil.move(str(stray), str(run_dir / "train.log"))
+            log(f"  skipped {r.name} (already completed)")
+            continue
+        if (run_dir / "checkpoints" / "last.pt").is_file():
+            r.resume = True
+            log(f"  resuming {r.name} (interrupted; continues from its last checkpoint)")
+        elif run_dir.exists():
+            # No checkpoint: killed before its first one, so there is nothing to continue.
+            shutil.rmtree(run_dir)
+            log(f"  redoing {r.name} (previous attempt stopped before its first checkpoint)")
+        pending.append(r)
+    return pending
+
+
+@contextmanager
+def sweep_lock(folder: Path) -> Iterator[int | None]:
+    """Hold `folder/.sweep.lock` (an flock) for the sweep; its fd is handed to the training processes.
+
+    The lock belongs to the open file, so it lasts while the sweep or any training process it
+    started is alive: a sweep killed with its runs still training keeps a second one out too.
+    Yields the fd (None where the platform has no fcntl: no lock there).
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; one sweep per folder is then up to the user
+        yield None
+        return
+    path = folder / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise MnistlabError(
+            f"another sweep is working in {folder} (it holds {path}); wait until it finishes, "
+            "or give this sweep another --name"
+        ) from None
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
 def run_sweep(
     base: dict[str, Any],
     grid: list[tuple[str, list[str]]],
@@ -174,7 +279,8 @@ def run_sweep(
         base: TrainConfig fields common to all runs (unresolved: recipes still apply per run).
         grid: from parse_grid.
         sweep_name: the sweep folder's name (default `<model>-sweep`). An existing folder is
-            reused: completed runs are skipped, unfinished ones deleted and redone.
+            reused: completed runs are skipped, interrupted ones resumed from their last
+            checkpoint, the others (re)started.
         workers: parallel training processes (default: default_workers()).
         threads: torch threads per worker (default: the cores shared out between the workers).
         log: where progress lines go.
@@ -184,11 +290,14 @@ def run_sweep(
 
     Raises:
         UsageError: a bad grid or setting in any combination (before anything is launched).
+        MnistlabError: another sweep works in the folder, or a run there was trained with other
+            settings (before anything is launched).
     """
-    from mnistlab.runs import check_run_name, write_yaml
+    from mnistlab.models.usercode import short_name
+    from mnistlab.runs import check_run_name
 
     runs = plan_sweep(base, grid)
-    model = str(base.get("model") or "fast")
+    model = short_name(str(base.get("model") or "fast"))
     name = check_run_name(sweep_name or f"{model}-sweep")
     workers = max(1, int(workers or default_workers()))
     if workers > 64:
@@ -198,39 +307,52 @@ def run_sweep(
     folder = Path(out) / name
     folder.mkdir(parents=True, exist_ok=True)  # reused on purpose: that is what makes a sweep resumable
     log(f"sweep {name}: {len(runs)} runs, {workers} at a time, {threads} threads each -> {folder}")
+    with sweep_lock(folder) as lock_fd:
+        pending = _triage(folder, runs, log)
+        _train_all(folder, pending, workers, threads, lock_fd, log)
+        result = SweepResult(folder, runs)
+        result.rows = write_comparison(result)
+    return result
 
-    pending: list[SweepRun] = []
-    for r in runs:
-        run_dir = folder / r.name
-        if _is_completed(run_dir):
-            r.status = "skipped"
-            stray = folder / f"{r.name}.log"
-            if stray.is_file():  # interrupted just as it finished: tidy its log away as a finished run's
-                shutil.move(str(stray), str(run_dir / "train.log"))
-            log(f"  skipped {r.name} (already completed)")
-            continue
-        if run_dir.exists():
-            # An interrupted or failed attempt: redo it from scratch in the same folder name.
-            shutil.rmtree(run_dir)
-            log(f"  redoing {r.name} (previous attempt unfinished)")
-        pending.append(r)
 
+def _command(folder: Path, r: SweepRun, threads: int) -> list[str]:
+    """The `python -m mnistlab train` command of one grid point: a fresh run, or the resumed one."""
+    from mnistlab.runs import write_yaml
+
+    from mnistlab.models.usercode import is_file_model
+
+    train = [sys.executable, "-m", "mnistlab", "train"]
+    # A model file named on the sweep's command line is named on its runs' too: code runs only so.
+    model = str(r.config.get("model", ""))
+    code = ["--model", model] if is_file_model(model) else []
+    if r.resume:
+        # Its own config.yaml holds the settings (checked against the sweep's in _triage).
+        return [*train, "--resume", str(folder / r.name), "--quiet", *code]
+    cfg_file = folder / f"{r.name}.yaml"
+    write_yaml(cfg_file, {k: v for k, v in r.config.items() if k not in ("out", "name", "resume")})
+    return [*train, "--config", str(cfg_file), "--out", str(folder), "--name", r.name, "--quiet",
+            "--threads", str(threads), *code]
+
+
+def _train_all(
+    folder: Path, pending: list[SweepRun], workers: int, threads: int, lock_fd: int | None,
+    log: Callable[[str], None],
+) -> None:
+    """Run the pending grid points, `workers` at a time, recording each one's status."""
+    pending = list(pending)
     running: list[tuple[SweepRun, subprocess.Popen, Any, float]] = []
     total, done = len(pending), 0
     try:
         while pending or running:
             while pending and len(running) < workers:
                 r = pending.pop(0)
-                cfg_file = folder / f"{r.name}.yaml"
-                write_yaml(cfg_file, {k: v for k, v in r.config.items() if k not in ("out", "name", "resume")})
-                cmd = [
-                    sys.executable, "-m", "mnistlab", "train", "--config", str(cfg_file),
-                    "--out", str(folder), "--name", r.name, "--quiet", "--threads", str(threads),
-                ]
-                logf = (folder / f"{r.name}.log").open("w", encoding="utf-8")
+                cmd = _command(folder, r, threads)
+                # A resumed run's log goes on after its interrupted attempt's.
+                logf = (folder / f"{r.name}.log").open("a" if r.resume else "w", encoding="utf-8")
                 # Child processes print one result line each; their output goes to the log so
-                # parallel runs do not interleave on the terminal.
-                proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                # parallel runs do not interleave on the terminal. They inherit the sweep's lock.
+                proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        pass_fds=() if lock_fd is None else (lock_fd,))
                 running.append((r, proc, logf, time.perf_counter()))
                 log(f"  started {r.name}")
             time.sleep(0.1)
@@ -243,16 +365,7 @@ def run_sweep(
                 logf.close()
                 done += 1
                 r.seconds = time.perf_counter() - t0
-                log_path = folder / f"{r.name}.log"
-                if rc == 0 and _is_completed(folder / r.name):
-                    r.status = "completed"
-                    # The run folder holds everything; its log is kept with it, not beside it.
-                    shutil.move(str(log_path), str(folder / r.name / "train.log"))
-                    log(f"  [{done}/{total}] completed {r.name} in {r.seconds:.0f} s")
-                else:
-                    r.status = "failed"
-                    r.message = _last_line(log_path)
-                    log(f"  [{done}/{total}] FAILED {r.name} (exit {rc}): {r.message} (log: {log_path})")
+                _record(folder, r, rc, f"[{done}/{total}]", log)
             running = still
     except KeyboardInterrupt:
         for _, proc, logf, _ in running:
@@ -264,12 +377,23 @@ def run_sweep(
                 proc.kill()
             logf.close()
         raise KeyboardInterrupt(
-            f"sweep interrupted; rerun the same command to finish it (completed runs are kept in {folder})"
+            f"sweep interrupted; rerun the same command to finish it (completed runs are kept and "
+            f"interrupted ones resume from their last checkpoint, in {folder})"
         ) from None
 
-    result = SweepResult(folder, runs)
-    result.rows = write_comparison(result)
-    return result
+
+def _record(folder: Path, r: SweepRun, rc: int, progress: str, log: Callable[[str], None]) -> None:
+    """A finished training process: completed (its log moves into the run folder) or failed."""
+    log_path = folder / f"{r.name}.log"
+    if rc == 0 and _is_completed(folder / r.name):
+        r.status = "completed"
+        # The run folder holds everything; its log is kept with it, not beside it.
+        shutil.move(str(log_path), str(folder / r.name / "train.log"))
+        log(f"  {progress} completed {r.name} in {r.seconds:.0f} s")
+    else:
+        r.status = "failed"
+        r.message = _last_line(log_path)
+        log(f"  {progress} FAILED {r.name} (exit {rc}): {r.message} (log: {log_path})")
 
 
 def _last_line(path: Path) -> str:

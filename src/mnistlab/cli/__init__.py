@@ -19,10 +19,26 @@ COMMAND_MODULES = ["data", "models", "train", "evaluate", "results", "tune", "in
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line usage error (the full usage is one `--help` away)."""
+    """argparse with a one-line usage error (the full usage is one `--help` away).
+
+    A sub-command whose parser has `intermixed = True` takes its positionals around its options
+    (`predict RUN --top-k 3 a.png b.png`), which argparse refuses once a positional may be empty (nargs="*").
+    """
+
+    intermixed = False
+    _intermixing = False
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def, override]
+        if not self.intermixed or self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True  # parse_known_intermixed_args calls back here: those calls are plain
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from mnistlab.errors import UsageError
+
 S = argparse.SUPPRESS
 
 
@@ -101,9 +103,26 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_model_code_flags(p: argparse.ArgumentParser) -> None:
+    """--model-code / --allow-changed-code: the code of a run whose model is a user's file, passed again."""
+    g = p.add_argument_group("a run of your own model (--model FILE.py:NAME)")
+    g.add_argument("--model-code", default=None, metavar="FILE.py",
+                   help="the run's model file (a run never imports its code by itself; its sha256 must match)")
+    g.add_argument("--allow-changed-code", action="store_true", default=False,
+                   help="use --model-code although the file changed since the run (another sha256)")
+
+
+def model_code(args: argparse.Namespace) -> Any:
+    """The ModelCode of --model-code / --allow-changed-code."""
+    from mnistlab.models.usercode import ModelCode
+
+    return ModelCode.of(getattr(args, "model_code", None), bool(getattr(args, "allow_changed_code", False)))
+
+
 # argparse dest -> TrainConfig field, where they differ
 _RENAMES = {"set": "model_options"}
-_NOT_CONFIG = {"command", "handler", "debug", "config", "data_command", "grid", "workers"}
+_NOT_CONFIG = {"command", "handler", "debug", "config", "data_command", "grid", "workers", "model_code",
+               "allow_changed_code"}
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -112,6 +131,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     from mnistlab.models.registry import parse_set_flags
 
     values: dict[str, Any] = load_config_file(args.config) if getattr(args, "config", None) else {}
+    _code_only_from_the_command_line(values, args)
     for key, value in vars(args).items():
         if key in _NOT_CONFIG:
             continue
@@ -121,3 +141,16 @@ def config_from_args(args: argparse.Namespace) -> Any:
         else:
             values[key] = value
     return TrainConfig.from_dict(values, "the command line")
+
+
+def _code_only_from_the_command_line(values: dict[str, Any], args: argparse.Namespace) -> None:
+    """A config file may not name a model file unless the command line names it too: code runs only
+    when the user names it (a config.yaml copied from someone's run folder must not run their code)."""
+    from mnistlab.models.usercode import is_file_model
+
+    named = values.get("model")
+    if isinstance(named, str) and is_file_model(named) and not is_file_model(str(getattr(args, "model", ""))):
+        raise UsageError(
+            f"{args.config} names the model file {named}: code runs only when named on the command line, "
+            f"so add --model {named}"
+        )

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from mnistlab.cli.common import add_data_flags
+
+if TYPE_CHECKING:
+    from mnistlab.data import DatasetSpec
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(handler=run_info)
 
-    q = dsub.add_parser("download", help="download a dataset (mirrors tried in order, checksums verified)")
+    q = dsub.add_parser("download", help="download a dataset (mirrors tried in order, sha256 verified where the catalog has it)")
     add_data_flags(q, dataset_default="mnist")
     q.set_defaults(handler=run_download)
 
@@ -42,10 +46,7 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"location  {data.location}")
     if args.dataset in DATASETS:
         checks = verify_dataset(args.dataset, resolve_data_root(data_dir))
-        status = "all files verify (sha256)" if all(v == "ok" for v in checks.values()) else "; ".join(
-            f"{k}: {v}" for k, v in checks.items()
-        )
-        print(f"integrity {status}")
+        print(f"integrity {_integrity(DATASETS[args.dataset], checks)}")
     train_idx, valid_idx = split_indices(data.train_labels, args.valid_fraction, args.seed)
     print(
         f"images    {data.in_channels}x{data.image_size}x{data.image_size} uint8, {data.num_classes} classes, "
@@ -65,12 +66,32 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+_UNCHECKED = "no checksum in the catalog: shape and format checked only"
+
+
+def _integrity(spec: DatasetSpec, checks: dict[str, str]) -> str:
+    """The `integrity` line: what was checked, never a sha256 check for a file the catalog has none for."""
+    if all(v == "ok" for v in checks.values()):
+        if spec.has_checksums:
+            return "all files verify (sha256)"
+        if all(sha is None for _, sha in spec.files.values()):
+            return f"all files pass; {_UNCHECKED}"
+
+    def one(key: str, status: str) -> str:
+        if status != "ok":
+            return status
+        return "ok (sha256)" if spec.files[key][1] is not None else f"ok ({_UNCHECKED})"
+
+    return "; ".join(f"{k}: {one(k, v)}" for k, v in checks.items())
+
+
 def run_download(args: argparse.Namespace) -> int:
     from mnistlab.data import download_dataset, get_dataset_spec, resolve_data_root
 
-    get_dataset_spec(args.dataset)
+    spec = get_dataset_spec(args.dataset)
     folder = download_dataset(args.dataset, resolve_data_root(getattr(args, "data_dir", None)))
-    print(f"{args.dataset} is ready in {folder}")
+    checked = "sha256 verified" if spec.has_checksums else _UNCHECKED
+    print(f"{args.dataset} is ready in {folder} ({checked})")
     return 0
 
 

@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from mnistlab.cli.common import add_model_code_flags
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -21,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default=None, metavar="DIR", help="where the dataset is, if it moved")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-plots", dest="plots", action="store_false", help="do not (re)write plots and report")
+    add_model_code_flags(p)
     p.set_defaults(handler=run)
 
 
@@ -28,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from mnistlab.evaluation import evaluate
 
     metrics = evaluate(args.run, args.split, checkpoint=args.checkpoint, data_dir=args.data_dir,
-                       device=args.device, plots=args.plots)
+                       device=args.device, plots=args.plots, model_code=args.model_code,
+                       allow_changed_code=args.allow_changed_code)
     if args.json:
         print(json.dumps(metrics))
     else:
@@ -50,10 +54,14 @@ def format_metrics(m: dict[str, Any]) -> str:
         lines.append(
             f"{row['class'][:14]:<14} {row['precision']:>9.4f} {row['recall']:>8.4f} {row['f1']:>8.4f} {row['support']:>8d}"
         )
-    cm = m["confusion_matrix"]
+    return "\n".join(lines + [""] + format_confusion(m["confusion_matrix"]))
+
+
+def format_confusion(cm: list[list[int]]) -> list[str]:
+    """The confusion matrix as aligned text lines, rows the true class, columns the predicted one."""
     width = max(5, max(len(str(v)) for r in cm for v in r) + 1)
-    lines += ["", "confusion matrix (rows: true, columns: predicted)"]
+    lines = ["confusion matrix (rows: true, columns: predicted)"]
     lines.append(" " * 6 + "".join(f"{j:>{width}}" for j in range(len(cm))))
     for i, r in enumerate(cm):
         lines.append(f"{i:>5} " + "".join(f"{v:>{width}}" for v in r))
-    return "\n".join(lines)
+    return lines

@@ -1,4 +1,4 @@
-"""`mnistlab predict`, `mnistlab export` and `mnistlab serve`: using a trained run.
+"""`mnistlab predict` (in cli/predict.py), `mnistlab export` and `mnistlab serve`: using a trained run.
 
 Handlers import torch (and PIL, onnx, fastapi) lazily so that `mnistlab --help` stays fast.
 """
@@ -6,29 +6,15 @@ Handlers import torch (and PIL, onnx, fastapi) lazily so that `mnistlab --help` 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
+
+from mnistlab.cli import predict
+
+from mnistlab.cli.common import add_model_code_flags, model_code
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the predict, export and serve sub-commands."""
-    p = sub.add_parser(
-        "predict",
-        help="predict the digit in image files (PNG, JPEG, BMP, GIF) or folders of them",
-        description="Predict digits in images of any size, colour and polarity. Each image is preprocessed the "
-        "way MNIST was made (grayscale, white on black, cropped, scaled to 20 px, centred by mass in 28x28). "
-        "Prints `path  digit  confidence` per image; exit code 1 if any file could not be read.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  mnistlab predict runs/fast img/3.png\n  mnistlab predict runs/fast digits/ --top-k 3 --json\n",
-    )
-    p.add_argument("run", metavar="RUN", help="a run folder (its best checkpoint) or a checkpoint .pt file")
-    p.add_argument("images", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files and folders of images")
-    p.add_argument("--top-k", type=int, default=None, metavar="K",
-                   help="print the K most likely digits as digit:probability pairs (JSON: default 3)")
-    p.add_argument("--json", action="store_true", help="one JSON object per image per line")
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    p.set_defaults(handler=run_predict)
-
+    """Add the predict, export and serve sub-commands (in this order)."""
+    predict.register(sub)
     p = sub.add_parser(
         "export",
         help="export a run's model to ONNX or TorchScript (normalisation included)",
@@ -44,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, metavar="FILE",
                    help="output file (default: RUN/export/model.onnx or RUN/export/model.torchscript.pt)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    add_model_code_flags(p)
     p.set_defaults(handler=run_export)
 
     p = sub.add_parser(
@@ -62,36 +49,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-host", action="append", default=[], metavar="HOST",
                    help="also answer requests for HOST (a DNS name or a proxy's); repeatable; '*' answers any")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    add_model_code_flags(p)
     p.set_defaults(handler=run_serve)
-
-
-def run_predict(args: argparse.Namespace) -> int:
-    """Predict every image; per-file errors go to stderr and make the exit code 1."""
-    from mnistlab.errors import UsageError
-    from mnistlab.predict import Predictor
-
-    if args.top_k is not None and args.top_k < 1:
-        raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
-    predictor = Predictor.from_run(args.run, args.checkpoint)
-    # Text: one `path digit confidence` line unless --top-k asks for pairs; JSON: top 3 by default.
-    k = min(args.top_k or (3 if args.json else 1), len(predictor.classes))
-    results, errors = predictor.predict_paths(args.images, top_k=k)
-    for r in results:
-        print(json.dumps(r.to_json()) if args.json else r.to_line(k if args.top_k else 1))
-    sys.stdout.flush()
-    for message in errors:
-        print(f"mnistlab: error: {message}", file=sys.stderr)
-    if not results and not errors:
-        print("mnistlab: error: no image files found (PNG, JPEG, BMP, GIF)", file=sys.stderr)
-        return 1
-    return 1 if errors else 0
 
 
 def run_export(args: argparse.Namespace) -> int:
     """Export, verify and report."""
     from mnistlab.export import export_run
 
-    result = export_run(args.run, args.format, args.out, checkpoint=args.checkpoint)
+    result = export_run(args.run, args.format, args.out, checkpoint=args.checkpoint, code=model_code(args))
     print(f"wrote {result.path} ({result.format}, input 'image' [N, {result.in_channels}, {result.image_size}, "
           f"{result.image_size}] float32 in [0, 1], output 'logits' [N, {result.num_classes}])")
     print(f"max abs difference vs PyTorch: {result.max_diff:.2e} on {result.samples} {result.sample_source} images")
@@ -102,5 +68,6 @@ def run_serve(args: argparse.Namespace) -> int:
     """Start uvicorn with the app for this run."""
     from mnistlab.serve import serve
 
-    serve(args.run, host=args.host, port=args.port, checkpoint=args.checkpoint, allow_hosts=args.allow_host)
+    serve(args.run, host=args.host, port=args.port, checkpoint=args.checkpoint, allow_hosts=args.allow_host,
+          code=model_code(args))
     return 0

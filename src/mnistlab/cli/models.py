@@ -11,7 +11,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_models)
 
     p = sub.add_parser("summary", help="per-layer table of a model (output shapes, parameters)")
-    p.add_argument("model", metavar="MODEL")
+    p.add_argument("model", metavar="MODEL", help="a zoo model name, or your own: path/to/file.py:NAME")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model option, repeatable")
     p.add_argument("--in-channels", type=int, default=1)
     p.add_argument("--image-size", type=int, default=28)
@@ -45,10 +45,13 @@ def run_models(args: argparse.Namespace) -> int:
 
 def run_summary(args: argparse.Namespace) -> int:
     from mnistlab.models import create_model, parse_set_flags, summarize
+    from mnistlab.models.usercode import build_user_model, is_file_model, load_user_model, resolve_user_options
 
-    model = create_model(
-        args.model, num_classes=args.num_classes, in_channels=args.in_channels, image_size=args.image_size,
-        **parse_set_flags(args.set),
-    )
+    shape = {"num_classes": args.num_classes, "in_channels": args.in_channels, "image_size": args.image_size}
+    if is_file_model(args.model):  # named on the command line: the user's own code, imported on purpose
+        user = load_user_model(args.model)
+        model = build_user_model(user, resolve_user_options(user, parse_set_flags(args.set)), **shape)
+    else:
+        model = create_model(args.model, **shape, **parse_set_flags(args.set))
     print(summarize(model, (1, args.in_channels, args.image_size, args.image_size)))
     return 0

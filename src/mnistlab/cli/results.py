@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Train one run per combination of the --grid values under runs/<sweep>/<run>/, N processes at a "
             "time, then write comparison.md, comparison.csv and test_accuracy.png in the sweep folder. Grid keys "
             "are train settings (lr, optimizer, init, batch_size, ...) or model options (anything else). "
-            "Rerunning the same command skips completed runs and redoes unfinished ones."
+            "Rerunning the same command skips completed runs and resumes interrupted ones; runs trained with "
+            "other settings than the command's are never reused (the sweep refuses and names the changes)."
         ),
         epilog=(
             "examples:\n"

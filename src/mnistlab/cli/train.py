@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mnistlab.cli.common import add_train_flags, config_from_args
+from mnistlab.cli.common import add_model_code_flags, add_train_flags, config_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,16 +21,18 @@ def register(sub: argparse._SubParsersAction) -> None:
             "  mnistlab train --model dnn --set hidden_dims=784,128,128,128 --init kaiming --patience 3\n"
             "  mnistlab train --model lstm --epochs 5 --name lstm-5ep\n"
             "  mnistlab train --resume runs/lstm-5ep\n"
+            "  mnistlab train --model my_net.py:DNN --set hidden=256   # your own nn.Module\n"
             "  torchrun --nproc_per_node=2 -m mnistlab train --model cnn-bn\n"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_train_flags(p)
+    add_model_code_flags(p)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from mnistlab.training.engine import train
 
-    train(config_from_args(args))
+    train(config_from_args(args), model_code=args.model_code, allow_changed_code=args.allow_changed_code)
     return 0

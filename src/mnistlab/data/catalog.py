@@ -11,6 +11,7 @@ from mnistlab.errors import UsageError
 
 #: The four files of every MNIST-family dataset, in the order they are reported.
 FILE_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
+IMAGE_SIDE = 28  # image height and width of every catalog dataset
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,18 @@ class DatasetSpec:
         """True when every file has a known sha256."""
         return all(sha is not None for _, sha in self.files.values())
 
+    def count(self, key: str) -> int:
+        """Images or labels in the file of `key` (num_train or num_test)."""
+        return self.num_train if key.startswith("train") else self.num_test
+
+    def file_size(self, key: str) -> int:
+        """Decompressed bytes of the file of `key`: the IDX header, then one byte per label or pixel.
+
+        Every dataset of the catalog holds 28x28 uint8 images and uint8 labels.
+        """
+        count = self.count(key)
+        return 16 + count * IMAGE_SIDE * IMAGE_SIDE if key.endswith("images") else 8 + count
+
 
 def _standard_files(sha: dict[str, str | None]) -> dict[str, tuple[str, str | None]]:
     names = {
@@ -74,12 +87,17 @@ DATASETS: dict[str, DatasetSpec] = {
         mean=0.1306604762738429,
         std=0.30810780385646264,
     ),
-    # Fashion-MNIST and KMNIST publish md5s of their .gz archives only; the sha256 of the
-    # decompressed content could not be computed offline, so none is recorded (None):
-    # downloads and `data info` check the IDX structure and the 60000/10000 counts instead.
+    # Fashion-MNIST publishes md5s of its .gz archives only. These are the sha256 of the
+    # decompressed official files: `gunzip -c FILE.gz | sha256sum` on the archives whose md5 is
+    # the published one (docs/reliability.md says how they were checked offline).
     "fashion-mnist": DatasetSpec(
         name="fashion-mnist",
-        files=_standard_files({}),
+        files=_standard_files({
+            "train_images": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train_labels": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "test_images": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "test_labels": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        }),
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
         classes=(
             "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -88,6 +106,9 @@ DATASETS: dict[str, DatasetSpec] = {
         mean=0.2860,
         std=0.3530,
     ),
+    # KMNIST publishes md5s of its .gz archives only, and no copy of the files was at hand to
+    # compute the sha256 of their content: None, so downloads and `data info` check the IDX
+    # structure and the 60000/10000 counts only (and say so).
     "kmnist": DatasetSpec(
         name="kmnist",
         files=_standard_files({}),

@@ -10,14 +10,14 @@ from __future__ import annotations
 import http.client
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from mnistlab.data.catalog import FILE_KEYS, DatasetSpec, find_file, get_dataset_spec
-from mnistlab.data.idx import IdxFormatError, read_idx_with_digest
+from mnistlab.data.catalog import FILE_KEYS, IMAGE_SIDE, DatasetSpec, find_file, get_dataset_spec
+from mnistlab.data.idx import IdxFormatError, check_idx
 from mnistlab.errors import DataError
+from mnistlab.tmpfiles import create_temp
 
 _CHUNK = 1 << 20
 _USER_AGENT = "mnistlab (python urllib)"
@@ -34,14 +34,20 @@ def default_mirrors(spec: DatasetSpec) -> list[str]:
     return mirrors or list(spec.mirrors)
 
 
-def _expected_count(spec: DatasetSpec, key: str) -> int:
-    return spec.num_train if key.startswith("train") else spec.num_test
+def max_download_bytes(spec: DatasetSpec, key: str) -> int:
+    """The most a .gz of the file of `key` can weigh: gzip never grows data by more than ~0.1%."""
+    size = spec.file_size(key)
+    return size + size // 1000 + (64 << 10)
 
 
 def check_file(spec: DatasetSpec, key: str, path: Path) -> str:
-    """"ok", "bad checksum" or "corrupt: REASON" for the file of `key` at `path`."""
+    """"ok", "bad checksum" or "corrupt: REASON" for the file of `key` at `path`.
+
+    Streamed: memory stays at a few MB, and a file decompressing to more than the catalog's
+    size for it (spec.file_size) is refused after its first chunk.
+    """
     try:
-        array, digest = read_idx_with_digest(path)
+        dtype, dims, digest = check_idx(path, max_bytes=spec.file_size(key))
     except IdxFormatError as e:
         return f"corrupt: {e.reason}"
     except DataError as e:
@@ -51,12 +57,14 @@ def check_file(spec: DatasetSpec, key: str, path: Path) -> str:
         return "ok" if digest == sha else "bad checksum"
     # No checksum known: the structure must at least be what the dataset promises.
     want_ndim = 3 if key.endswith("images") else 1
-    if array.ndim != want_ndim:
-        return f"corrupt: {array.ndim} dimensions, expected {want_ndim}"
-    if array.dtype.itemsize != 1:
-        return f"corrupt: values of type {array.dtype}, expected uint8"
-    if len(array) != _expected_count(spec, key):
-        return f"corrupt: {len(array)} items, expected {_expected_count(spec, key)}"
+    if len(dims) != want_ndim:
+        return f"corrupt: {len(dims)} dimensions, expected {want_ndim}"
+    if dtype.itemsize != 1:
+        return f"corrupt: values of type {dtype}, expected uint8"
+    if dims[0] != spec.count(key):
+        return f"corrupt: {dims[0]} items, expected {spec.count(key)}"
+    if want_ndim == 3 and dims[1:] != (IMAGE_SIDE, IMAGE_SIDE):
+        return f"corrupt: images of {dims[1]}x{dims[2]}, expected {IMAGE_SIDE}x{IMAGE_SIDE}"
     return "ok"
 
 
@@ -76,8 +84,11 @@ def verify_dataset(name: str, root: str | os.PathLike[str]) -> dict[str, str]:
     return result
 
 
-def _fetch(url: str, dest: Path, *, timeout: float, progress: bool) -> None:
-    """Stream `url` into the open-for-writing path `dest`; _MirrorFailed on anything but a whole file."""
+def _fetch(url: str, dest: Path, *, timeout: float, progress: bool, max_bytes: int) -> None:
+    """Stream `url` into the open-for-writing path `dest`; _MirrorFailed on anything but a whole file.
+
+    More than `max_bytes` (announced or sent) is refused as soon as it shows.
+    """
     from tqdm import tqdm
 
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
@@ -88,6 +99,8 @@ def _fetch(url: str, dest: Path, *, timeout: float, progress: bool) -> None:
                 raise _MirrorFailed(f"HTTP {status}")
             length_header = resp.headers.get("Content-Length")
             length = int(length_header) if length_header and length_header.isdigit() else None
+            if length is not None and length > max_bytes:
+                raise _MirrorFailed(f"announces {length} bytes, more than the {max_bytes} this file can take")
             content_type = resp.headers.get("Content-Type", "") or ""
             received = 0
             with open(dest, "wb") as out, tqdm(
@@ -113,6 +126,8 @@ def _fetch(url: str, dest: Path, *, timeout: float, progress: bool) -> None:
                             "or choose another --data-dir"
                         ) from None
                     received += len(chunk)
+                    if received > max_bytes:
+                        raise _MirrorFailed(f"sent more than the {max_bytes} bytes this file can take")
                     bar.update(len(chunk))
             # http.client returns a short body without complaint when the connection drops.
             if length is not None and received < length:
@@ -139,13 +154,13 @@ def _download_file(spec: DatasetSpec, key: str, folder: Path, mirrors: list[str]
     for base in mirrors:
         url = base.rstrip("/") + "/" + gz_name
         # A unique dot-name in the target folder: os.replace is then atomic (same filesystem)
-        # and concurrent downloads of the same file cannot clobber each other.
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{gz_name}.", suffix=".part", dir=folder)
+        # and concurrent downloads of the same file cannot clobber each other. Not mkstemp: its
+        # 0600 would make a shared data folder unreadable to other users; this follows the umask.
+        fd, tmp = create_temp(folder, prefix=f".{gz_name}.", suffix=".part")
         os.close(fd)
-        tmp = Path(tmp_name)
         try:
             try:
-                _fetch(url, tmp, timeout=timeout, progress=progress)
+                _fetch(url, tmp, timeout=timeout, progress=progress, max_bytes=max_download_bytes(spec, key))
                 status = check_file(spec, key, tmp)
                 if status != "ok":
                     raise _MirrorFailed(f"downloaded file is {status}")

@@ -13,11 +13,13 @@ import torch
 from mnistlab.data.catalog import FILE_KEYS, find_file, get_dataset_spec, resolve_data_root
 from mnistlab.data.idx import read_idx_with_digest
 from mnistlab.data.images import ImageError, read_grayscale
+from mnistlab.data.pixel_csv import read_pixel_csv
 from mnistlab.data.split import split_indices
 from mnistlab.errors import DataError
 
 IMAGE_SIZE = 28
 HOLDOUT_FRACTION = 0.2  # test share held out of folder and CSV datasets that have no test split
+MAX_CSV_CLASSES = 1000  # CSV labels are class numbers 0..K-1; a larger one is a typo, not class 100000000
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
 
@@ -74,7 +76,8 @@ def load_dataset(name: str, data_dir: str | None = None, *, download: bool = Fal
 
     Raises:
         DataError: missing files (saying where to put them and how to download them), corrupt
-            files, labels out of range, image/label count mismatches, unreadable images, bad CSV rows.
+            files, labels out of range, image/label count mismatches, unreadable images, bad CSV rows,
+            folder or CSV data that gives an empty test split.
         UsageError: unknown dataset name.
     """
     if name.startswith("folder:"):
@@ -127,7 +130,7 @@ def _load_catalog(name: str, data_dir: str | None, download: bool) -> ImageData:
             DataWarning,
             stacklevel=3,
         )
-        mean, std = _mean_std(train_x)
+        mean, std = mean_std(train_x)
     else:
         mean, std = (spec.mean,), (spec.std,)
     return ImageData(
@@ -164,7 +167,7 @@ def _check_pair(
     return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels.astype(np.int64, copy=False))
 
 
-def _mean_std(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def mean_std(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and (population) std of uint8 images [N, C, H, W] scaled to [0, 1]."""
     if images.numel() == 0:
         return (0.0,) * images.shape[1], (1.0,) * images.shape[1]
@@ -181,9 +184,23 @@ def _mean_std(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...
     return tuple(means), tuple(stds)
 
 
-def _holdout(images: torch.Tensor, labels: torch.Tensor, seed: int):
-    """(train_x, train_y, test_x, test_y) with a seeded, stratified 20% held out as test."""
+def holdout(
+    images: torch.Tensor, labels: torch.Tensor, seed: int, source: Path, unit: str, fix: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(train_x, train_y, test_x, test_y) with a seeded, stratified 20% held out as test.
+
+    Each class gives round(20%) of its `unit`s (images, rows), so classes of 1-2 give none; when
+    that leaves no test split at all, a DataError naming `source` and `fix` (another way to get a
+    test split) is raised here, at load time, before any run folder exists.
+    """
     train_idx, test_idx = split_indices(labels, HOLDOUT_FRACTION, seed, stratify=True)
+    if len(test_idx) == 0:
+        largest = int(torch.bincount(labels).max())
+        raise DataError(
+            f"{source} has too few {unit}s to hold out a test split: {HOLDOUT_FRACTION:.0%} of each class is "
+            f"held out (rounded) and its largest class has {largest}, while one test {unit} needs a class of "
+            f"at least 3; {fix}"
+        )
     return images[train_idx], labels[train_idx], images[test_idx], labels[test_idx]
 
 
@@ -246,9 +263,18 @@ def _load_folder(name: str, path: Path, seed: int) -> ImageData:
             )
         # A class missing from test keeps its label index: labels always come from the train classes.
         test_x, test_y = _stack(*_read_images({p.name: p for p in test_paths}, index))
+        if len(test_y) == 0:
+            raise DataError(
+                f"{test_root} holds no images (.png, .jpg, .jpeg, .bmp) in class folders: add test images to "
+                f"{test_root}/<class name>/, or remove {test_root} to hold out {HOLDOUT_FRACTION:.0%} of "
+                f"{train_root} as test"
+            )
     else:
-        train_x, train_y, test_x, test_y = _holdout(train_x, train_y, seed)
-    mean, std = _mean_std(train_x)
+        train_x, train_y, test_x, test_y = holdout(
+            train_x, train_y, seed, path, "image",
+            f"add images, or put test images in {path}/test/<class name>/ (and train images in {path}/train/)",
+        )
+    mean, std = mean_std(train_x)
     return ImageData(
         name=name, train_images=train_x, train_labels=train_y, test_images=test_x, test_labels=test_y,
         classes=classes, mean=mean, std=std, location=str(path.resolve()),
@@ -258,63 +284,15 @@ def _load_folder(name: str, path: Path, seed: int) -> ImageData:
 # ---------------------------------------------------------------- CSV
 
 
-def _first_bad_line(path: Path, skip_header: bool, ncols: int | None) -> str:
-    """Find the first malformed line (slow, only run after the fast parser failed)."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, start=1):
-            if lineno == 1 and skip_header or not line.strip():
-                continue
-            fields = line.rstrip("\r\n").split(",")
-            if ncols is not None and len(fields) != ncols:
-                return f"line {lineno} has {len(fields)} fields, expected {ncols}"
-            ncols = len(fields)
-            for col, field in enumerate(fields, start=1):
-                try:
-                    int(field)
-                except ValueError:
-                    return f"line {lineno}, field {col} is {field.strip()[:20]!r}, not an integer"
-    return "unreadable content"
-
-
 def _load_csv(name: str, path: Path, seed: int) -> ImageData:
-    if not path.is_file():
-        raise DataError(f"{path} does not exist; csv:PATH needs a file of rows label,pixel0,...,pixel783")
-    with open(path, encoding="utf-8", errors="replace") as f:
-        first = f.readline()
-    if not first.strip():
-        raise DataError(f"{path} is empty; it needs rows label,pixel0,...,pixel783")
-    head = first.split(",")[0].strip().strip('"')
-    has_header = not head.lstrip("-").isdigit()
-    try:
-        # numpy's C parser: ~100x faster than a Python loop on a 100 MB MNIST CSV.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "input contained no data": reported below
-            table = np.loadtxt(path, delimiter=",", dtype=np.int64, skiprows=int(has_header), ndmin=2)
-    except ValueError:
-        ncols = len(first.split(",")) if has_header else None
-        raise DataError(f"{path}: {_first_bad_line(path, has_header, ncols)}; fix or remove that row") from None
-    header_lines = int(has_header)
-    if table.shape[0] == 0:
-        raise DataError(f"{path} has no data rows; it needs rows label,pixel0,...,pixel783")
-    npix = table.shape[1] - 1
-    side = int(round(npix**0.5))
-    if npix < 1 or side * side != npix:
-        raise DataError(
-            f"{path} line {1 + header_lines} has {table.shape[1]} fields: expected a label and a square number "
-            f"of pixels (785 for 28x28)"
-        )
-    labels, pixels = table[:, 0], table[:, 1:]
-    bad_rows = np.nonzero((pixels < 0).any(axis=1) | (pixels > 255).any(axis=1))[0]
-    if len(bad_rows):
-        raise DataError(f"{path} line {bad_rows[0] + 1 + header_lines} has a pixel outside 0..255; fix that row")
-    bad_rows = np.nonzero(labels < 0)[0]
-    if len(bad_rows):
-        raise DataError(f"{path} line {bad_rows[0] + 1 + header_lines} has a negative label; labels are 0..K-1")
-    images = torch.from_numpy(pixels.astype(np.uint8).reshape(-1, 1, side, side))
+    # The chunked uint8 parser `mnistlab predict` uses too: bad rows are named by line.
+    pixels, labels = read_pixel_csv(path)
+    side = round(pixels.shape[1] ** 0.5)
+    images = torch.from_numpy(pixels.reshape(-1, 1, side, side))
     y = torch.from_numpy(labels)
     classes = [str(i) for i in range(int(labels.max()) + 1)]
-    train_x, train_y, test_x, test_y = _holdout(images, y, seed)
-    mean, std = _mean_std(train_x)
+    train_x, train_y, test_x, test_y = holdout(images, y, seed, path, "row", "add rows")
+    mean, std = mean_std(train_x)
     return ImageData(
         name=name, train_images=train_x, train_labels=train_y, test_images=test_x, test_labels=test_y,
         classes=classes, mean=mean, std=std, location=str(path.resolve()),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from mnistlab.errors import UsageError
-from mnistlab.models.layers import Dropout
+from mnistlab.models.layers import Dropout, no_dropout
 from mnistlab.models.registry import register_model
 
 
@@ -83,18 +83,19 @@ def cnn_bn(
     num_classes: int = 10,
     channels: tuple[int, ...] = (32, 64, 128),
     hidden: tuple[int, ...] = (512, 128),
-    dropout: float = 0.5,
+    dropout: float | None = 0.5,
 ) -> nn.Module:
     """Blocks Conv3x3(pad 1) -> BatchNorm2d -> ReLU -> MaxPool2, one per entry of `channels`.
 
     Classifier: Dropout -> Linear(last*s*s, hidden[0]) -> ReLU -> Dropout -> Linear(hidden[0], hidden[1])
     -> ReLU -> Linear(hidden[-1], classes); dropout is applied before the first two Linear layers.
+    `dropout=None` (`--set dropout=none`) is no dropout, like 0.
     """
     if not channels or not all(isinstance(c, int) and c >= 1 for c in channels):
         raise UsageError(f"cnn-bn channels must be positive whole numbers, got {channels!r}")
     if not all(isinstance(h, int) and h >= 1 for h in hidden):
         raise UsageError(f"cnn-bn hidden must be positive whole numbers, got {hidden!r}")
-    if not 0.0 <= dropout < 1.0:
+    if dropout is not None and not 0.0 <= dropout < 1.0:
         raise UsageError(f"cnn-bn dropout must be in [0, 1), got {dropout}")
     layers: list[nn.Module] = []
     c_in, s = in_channels, image_size
@@ -105,7 +106,9 @@ def cnn_bn(
     layers.append(nn.Flatten())  # [B, c, s, s] -> [B, c*s*s]
     f_in = c_in * s * s
     for i, f_out in enumerate(hidden):
-        if i < 2 and dropout > 0:  # the reference head drops out before its first two Linear layers
+        if i < 2 and dropout is None:
+            layers.append(no_dropout())
+        elif i < 2 and dropout > 0:  # the reference head drops out before its first two Linear layers
             layers.append(Dropout(dropout))
         layers += [nn.Linear(f_in, f_out), nn.ReLU()]
         f_in = f_out

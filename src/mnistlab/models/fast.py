@@ -7,7 +7,7 @@ from torch import nn
 
 from mnistlab.errors import UsageError
 from mnistlab.models.cnn import conv_out
-from mnistlab.models.layers import Dropout
+from mnistlab.models.layers import Dropout, no_dropout
 from mnistlab.models.registry import register_model
 
 
@@ -113,16 +113,16 @@ def best(
     image_size: int = 28,
     num_classes: int = 10,
     width: int = 32,
-    dropout: float = 0.3,
+    dropout: float | None = 0.3,
 ) -> nn.Module:
     """[conv3 w, BN, ReLU] x2, pool, [conv3 2w, BN, ReLU] x2, pool, [conv3 4w, BN, ReLU] x2, GAP, Dropout, Linear.
 
     Global average pooling keeps the head small (4w*classes weights) and makes the net
-    work for any image size of at least 4x4.
+    work for any image size of at least 4x4. `dropout=None` (`--set dropout=none`) is no dropout.
     """
     if width < 1:
         raise UsageError(f"best needs width >= 1, got {width}")
-    if not 0.0 <= dropout < 1.0:
+    if dropout is not None and not 0.0 <= dropout < 1.0:
         raise UsageError(f"best dropout must be in [0, 1), got {dropout}")
     if image_size < 4:
         raise UsageError(f"best needs images of at least 4x4, got {image_size}x{image_size}")
@@ -138,6 +138,6 @@ def best(
         *_conv_bn_relu(4 * w, 4 * w),
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),  # [B, 4w, 1, 1] -> [B, 4w]
-        Dropout(dropout),
+        no_dropout() if dropout is None else Dropout(dropout),
         nn.Linear(4 * w, num_classes),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from mnistlab.errors import UsageError
-from mnistlab.models.layers import Dropout
+from mnistlab.models.layers import Dropout, no_dropout
 from mnistlab.models.registry import register_model
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -81,14 +81,15 @@ def dnn(
     num_classes: int = 10,
     hidden_dims: tuple[int, ...] = (784, 512, 256, 128),
     batchnorm: bool = True,
-    dropout: bool = True,
+    dropout: bool | None = True,
     activation: str = "relu",
-    dropout_ratio: float = 0.2,
+    dropout_ratio: float | None = 0.2,
 ) -> nn.Module:
     """Blocks of Linear -> [BatchNorm1d] -> activation -> [Dropout], then Linear -> num_classes.
 
     `hidden_dims[0]` is the input size, as the tutorial writes it, so it must equal C*H*W;
-    the remaining entries are the hidden layer widths.
+    the remaining entries are the hidden layer widths. `dropout=None` or `dropout_ratio=None`
+    (`--set dropout=none`) is no dropout, like `dropout=False`.
     """
     in_features = in_channels * image_size * image_size
     dims = tuple(hidden_dims)
@@ -100,7 +101,7 @@ def dnn(
             f"dnn hidden_dims starts with the input size, which is {in_channels}x{image_size}x{image_size}"
             f" = {in_features} for this dataset, not {dims[0]}: use --set hidden_dims={fixed}"
         )
-    if not 0.0 <= dropout_ratio < 1.0:
+    if dropout_ratio is not None and not 0.0 <= dropout_ratio < 1.0:
         raise UsageError(f"dnn dropout_ratio must be in [0, 1), got {dropout_ratio}")
     make_activation(activation)  # validate the name before building anything
     layers: list[nn.Module] = [nn.Flatten()]  # [B, C, H, W] -> [B, C*H*W]
@@ -109,7 +110,9 @@ def dnn(
         if batchnorm:
             layers.append(nn.BatchNorm1d(d_out))
         layers.append(make_activation(activation))
-        if dropout and dropout_ratio > 0:
+        if dropout is None or dropout_ratio is None:
+            layers.append(no_dropout())
+        elif dropout and dropout_ratio > 0:
             layers.append(Dropout(dropout_ratio))
     layers.append(nn.Linear(dims[-1], num_classes))
     return nn.Sequential(*layers)

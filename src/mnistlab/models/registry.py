@@ -17,6 +17,8 @@ import ast
 import difflib
 import fnmatch
 import inspect
+import typing
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -47,6 +49,12 @@ class ModelInfo:
             for p in sig.parameters.values()
             if p.name not in DATA_ARGS and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
         }
+
+    def accepts_none(self, option: str) -> bool:
+        """Whether the builder declares None a value of `option` (`dropout: float | None`); the
+        builder's docstring says what None means there."""
+        hint = typing.get_type_hints(self.builder).get(option)
+        return hint is None or type(None) in typing.get_args(hint)
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -84,10 +92,19 @@ def get_model_info(name: str) -> ModelInfo:
         ) from None
 
 
-def _coerce(model: str, key: str, value: Any, default: Any) -> Any:
-    """Check (and convert) one option value against the type of its default."""
+def coerce_option(model: str, key: str, value: Any, default: Any, nullable: bool) -> Any:
+    """Check (and convert) one option value against the type of its default.
+
+    None is a value only where the builder declares it (`nullable`); elsewhere it is refused
+    rather than replaced by the default, which would train something other than what was asked.
+    """
     if isinstance(value, str) and not isinstance(default, str):
         value = parse_value(value)
+    if value is None and not nullable and default is not None:
+        raise UsageError(
+            f"option {key!r} of model {model!r} cannot be none: give a {type(default).__name__} "
+            f"like the default {default!r}, or leave it out for the default"
+        )
     if default is None or value is None:
         return value
     if isinstance(default, bool):
@@ -147,7 +164,7 @@ def resolve_options(name: str, options: dict[str, Any] | None) -> dict[str, Any]
             extra = f" Did you mean: {', '.join(hint)}?" if hint else ""
             choices = ", ".join(known) or "(none)"
             raise UsageError(f"model {name!r} has no option {key!r}.{extra} Its options: {choices}.")
-        resolved[key] = _coerce(name, key, value, known[key])
+        resolved[key] = coerce_option(name, key, value, known[key], info.accepts_none(key))
     return resolved
 
 
@@ -170,13 +187,26 @@ def create_model(
     Args:
         name: a registered name, e.g. "dnn" (see `list_models()`).
         num_classes, in_channels, image_size: the data's shape (square images).
-        **options: the model's own options; None values are dropped so defaults apply.
+        **options: the model's own options; options not given take the builder's defaults, and
+            an explicit None reaches the builder where it declares None a value
+            (`dnn(dropout=None)`: no dropout).
 
     Example:
         >>> model = create_model("dnn", hidden_dims=(784, 128, 128, 128))
     """
     info = get_model_info(name)
-    resolved = resolve_options(name, {k: v for k, v in options.items() if v is not None})
+    # Before None reached the builders, an option given as None got its default, and checkpoints
+    # recorded the None: for an option where None is no value, build those with the default, as
+    # they were trained (the options where None is a value keep the default's layout for this).
+    legacy = [k for k, v in options.items() if v is None and k in info.options and not info.accepts_none(k)]
+    if legacy:
+        warnings.warn(
+            f"model {name!r}: {', '.join(f'{k}=None' for k in legacy)} built with the default "
+            f"{', '.join(repr(info.options[k]) for k in legacy)}, as mnistlab did before it refused None "
+            "there (a checkpoint recording it was trained so)",
+            stacklevel=2,
+        )
+    resolved = resolve_options(name, {k: v for k, v in options.items() if k not in legacy})
     try:
         return info.builder(in_channels=in_channels, image_size=image_size, num_classes=num_classes, **resolved)
     except (ValueError, TypeError, RuntimeError) as exc:

@@ -26,9 +26,10 @@ class RowSequenceClassifier(nn.Module):
         hidden_size: int,
         num_layers: int,
         bidirectional: bool,
-        dropout: float,
+        dropout: float | None,
     ) -> None:
         super().__init__()
+        dropout = 0.0 if dropout is None else dropout  # None (`--set dropout=none`): no dropout
         if hidden_size < 1 or num_layers < 1:
             raise UsageError(f"{cell} needs hidden_size >= 1 and num_layers >= 1, got {hidden_size}, {num_layers}")
         if not 0.0 <= dropout < 1.0:
@@ -89,7 +90,7 @@ def rnn(
     hidden_size: int = 128,
     num_layers: int = 1,
     bidirectional: bool = False,
-    dropout: float = 0.0,
+    dropout: float | None = 0.0,
 ) -> nn.Module:
     """A vanilla (tanh) RNN over image rows, classified from its final hidden state."""
     return RowSequenceClassifier(
@@ -108,7 +109,7 @@ def lstm(
     hidden_size: int = 128,
     num_layers: int = 2,
     bidirectional: bool = False,
-    dropout: float = 0.0,
+    dropout: float | None = 0.0,
 ) -> nn.Module:
     """An LSTM over image rows, classified from its final hidden state."""
     return RowSequenceClassifier(
@@ -126,7 +127,7 @@ def gru(
     hidden_size: int = 128,
     num_layers: int = 1,
     bidirectional: bool = False,
-    dropout: float = 0.0,
+    dropout: float | None = 0.0,
 ) -> nn.Module:
     """A GRU over image rows, classified from its final hidden state."""
     return RowSequenceClassifier(

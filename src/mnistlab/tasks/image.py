@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,11 +30,14 @@ def single_sample_batches(model: nn.Module, samples: int, batch_size: int) -> bo
 
 
 class ImageTask:
-    """A zoo model (`cfg.model`) on an image dataset (`cfg.dataset`)."""
+    """A model on an image dataset: a zoo model or a user's file (`cfg.model`), or a module object
+    (`model`, from mnistlab.fit); the dataset `cfg.dataset`, or `data` already in memory."""
 
     resume_command = "mnistlab train"
 
-    def __init__(self) -> None:
+    def __init__(self, model: nn.Module | None = None, data: Any = None, data_digest: str | None = None) -> None:
+        self.instance, self.given_data, self.data_digest = model, data, data_digest
+        self.user: Any = None  # the UserModel of a `file.py:NAME` model
         self.channels_last = False
 
     def prepare(self, cfg: TrainConfig, strategy: "SingleProcess", reporter: "Reporter",
@@ -41,8 +45,11 @@ class ImageTask:
         from mnistlab.data import load_dataset, split_indices
         from mnistlab.models import count_parameters
 
-        with strategy.local_main_first():  # one process per machine downloads/unpacks
-            data = load_dataset(cfg.dataset, cfg.data_dir, download=True, seed=cfg.seed)
+        data = self.given_data
+        if data is None:
+            with strategy.local_main_first():  # one process per machine downloads/unpacks
+                data = load_dataset(cfg.dataset, cfg.data_dir, download=True, seed=cfg.seed)
+        self.data = data
         train_idx, valid_idx = split_indices(data.train_labels, cfg.valid_fraction, cfg.seed, cfg.stratify)
         if cfg.patience > 0 and len(valid_idx) == 0:
             raise UsageError("--patience needs a validation split: set --valid-fraction above 0")
@@ -66,9 +73,9 @@ class ImageTask:
             autocast=torch.autocast(device.type, dtype=torch.bfloat16) if use_amp else nullcontext(),
             classes=list(data.classes), valid=data.train_images[valid_idx], valid_labels=data.train_labels[valid_idx],
             test=data.test_images, test_labels=data.test_labels, predict=predict,
-            model_spec={"name": cfg.model, "options": self._architecture(cfg)}, data_spec=_data_spec(cfg, data),
+            model_spec=self._model_spec(cfg), data_spec=_data_spec(cfg, data),
             summary={"model": cfg.model, "dataset": cfg.dataset, "parameters": params,
-                     "mnistlab_version": mnistlab.__version__},
+                     "mnistlab_version": mnistlab.__version__, **self._provenance()},
             environment=environment_info(device, use_amp, channels_last),
             describe=(
                 f"training {cfg.model} ({params:,} parameters) on {cfg.dataset}: {len(train_idx):,} train / "
@@ -79,11 +86,10 @@ class ImageTask:
         )
 
     def _model(self, cfg: TrainConfig, data: Any, device: torch.device, reporter: "Reporter") -> tuple[nn.Module, bool]:
-        """The zoo model, initialised and on the device; and whether it trains under bf16 autocast."""
-        from mnistlab.models import create_model, init_weights
+        """The model, checked, initialised and on the device; and whether it trains under bf16 autocast."""
+        from mnistlab.models import init_weights
 
-        model = create_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels,
-                             image_size=data.image_size, **cfg.model_options)
+        model = self._build(cfg, data)
         if cfg.init == "zeros":
             reporter.warn("init 'zeros' sets every weight to 0: units in a layer stay identical and the network cannot learn")
         init_weights(model, cfg.init)
@@ -100,8 +106,15 @@ class ImageTask:
     def _batches(self, cfg: TrainConfig, data: Any, train_idx: Any, model: nn.Module, strategy: "SingleProcess",
                  reporter: "Reporter") -> Any:
         from mnistlab.data import BatchIterator
+        from mnistlab.data.given import StreamBatches
 
-        def make(drop_last: bool) -> BatchIterator:
+        def make(drop_last: bool) -> Any:
+            if not isinstance(data.train_images, torch.Tensor):  # a Dataset too large for memory: streamed
+                return StreamBatches(
+                    data.train_images[train_idx], data.train_labels[train_idx], batch_size=per_rank, mean=data.mean,
+                    std=data.std, seed=cfg.seed, device=strategy.device, channels_last=self.channels_last,
+                    drop_last=drop_last, rank=strategy.rank, world_size=strategy.world_size,
+                )
             return BatchIterator(
                 data.train_images[train_idx], data.train_labels[train_idx], batch_size=per_rank, rank=strategy.rank,
                 world_size=strategy.world_size, mean=data.mean, std=data.std, shuffle=True, seed=cfg.seed,
@@ -119,27 +132,71 @@ class ImageTask:
             batches = make(True)
         return batches
 
-    @staticmethod
-    def _architecture(cfg: TrainConfig) -> dict[str, Any]:
-        # Every option, the builder's defaults included: a checkpoint rebuilds the net it was
-        # trained with even if a later mnistlab changes a default.
-        from mnistlab.models import get_model_info
+    def _build(self, cfg: TrainConfig, data: Any) -> nn.Module:
+        """A zoo model by name; a user's model (file or object), checked to give [B, classes] logits."""
+        from mnistlab.models import create_model
+        from mnistlab.models.usercode import build_user_model, check_output, is_file_model, load_user_model
 
-        return {**get_model_info(cfg.model).options, **cfg.to_dict()["model_options"]}
+        shape = {"in_channels": data.in_channels, "image_size": data.image_size, "num_classes": data.num_classes}
+        if self.instance is not None:
+            model, where = self.instance, type(self.instance).__qualname__
+        elif is_file_model(cfg.model):
+            self.user = load_user_model(cfg.model)  # the user named this file (train, or resume with its code)
+            model, where = build_user_model(self.user, cfg.model_options, **shape), self.user.spec
+        else:
+            return create_model(cfg.model, **shape, **cfg.model_options)
+        check_output(model, where, **shape)  # before any run folder exists
+        return model
+
+    def _model_spec(self, cfg: TrainConfig) -> dict[str, Any]:
+        """The checkpoint's "model": what rebuilds the net. Every option is listed, the builder's defaults
+        included, so a later mnistlab (or file) that changes a default still rebuilds the net trained."""
+        from mnistlab.models import get_model_info
+        from mnistlab.models.usercode import user_defaults
+
+        options = cfg.to_dict()["model_options"]
+        if self.instance is not None:
+            return {"name": cfg.model, "options": {}, "object": {"class": _qualname(self.instance)}}
+        if self.user is not None:
+            return {"name": cfg.model, "options": {**_plain_values(user_defaults(self.user)), **options},
+                    "code": self.user.record()}
+        return {"name": cfg.model, "options": {**get_model_info(cfg.model).options, **options}}
+
+    def _provenance(self) -> dict[str, Any]:
+        """summary.json / config.yaml's record of where a user's model and data came from ({} for the zoo's)."""
+        record: dict[str, Any] = {}
+        if self.user is not None:
+            record["model_code"] = self.user.record()
+        if self.instance is not None:
+            record["model_object"] = _qualname(self.instance)
+        if self.data_digest is not None:
+            record["data_sha256"] = self.data_digest
+        return record
 
     def default_name(self, cfg: TrainConfig) -> str:
-        return cfg.name or (cfg.model if cfg.dataset == "mnist" else f"{cfg.model}-{cfg.dataset.split(':')[0]}")
+        from mnistlab.models.usercode import short_name
+
+        if cfg.name:
+            return cfg.name
+        model = short_name(cfg.model)
+        return model if cfg.dataset == "mnist" else f"{model}-{cfg.dataset.split(':')[0]}"
 
     def config_record(self, cfg: TrainConfig) -> dict[str, Any]:
-        return cfg.to_dict()
+        return {**cfg.to_dict(), **self._provenance()}
 
     def write_files(self, path: Path) -> None:
         """Image runs have no files beyond the common ones."""
 
     def rebuild(self, ckpt: dict[str, Any], source: str, device: torch.device) -> nn.Module:
-        from mnistlab.training.checkpoint import build_model_from_checkpoint
+        from mnistlab.training.checkpoint import build_model_from_checkpoint, load_model_state
 
-        model = build_model_from_checkpoint(ckpt, source).to(device)
+        if self.instance is None:
+            # A user's file is already loaded (and was checked) in this process: build from it again.
+            model = build_model_from_checkpoint(ckpt, source, user=self.user)
+        else:
+            model = copy.deepcopy(self.instance)
+            load_model_state(model, ckpt["state_dict"], source)
+        model = model.eval().to(device)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         return model
@@ -147,7 +204,22 @@ class ImageTask:
     def report(self, run: "Run", state: "FitState") -> None:
         from mnistlab import report
 
-        report.write_run_report(run, test_logits=state.test_logits)
+        # Data given to fit() is in no catalog: the report draws from it as it is here.
+        report.write_run_report(run, test_logits=state.test_logits, data=self.given_data)
+
+
+def _qualname(obj: Any) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def _plain_values(options: dict[str, Any]) -> dict[str, Any]:
+    """The options whose defaults are plain values (checkpoints load with weights_only: no objects)."""
+    def plain(v: Any) -> bool:
+        if isinstance(v, (list, tuple)):
+            return all(plain(x) for x in v)
+        return v is None or isinstance(v, (bool, int, float, str))
+
+    return {k: v for k, v in options.items() if plain(v)}
 
 
 def _data_spec(cfg: TrainConfig, data: Any) -> dict[str, Any]:

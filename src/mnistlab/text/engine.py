@@ -95,15 +95,18 @@ def _resume_text_config(
 
 
 def write_text_report(
-    run: Run, logits: torch.Tensor | None, texts: list[str], labels: torch.Tensor, warn: Callable[[str], None]
+    run: Run, logits: torch.Tensor | None, texts: list[str], labels: torch.Tensor, warn: Callable[[str], None],
+    checkpoint: str | None = None, checkpoint_epoch: int | None = None,
 ) -> None:
-    """Plots and report.md/html of a text run's test split; a failure is a warning, never an error."""
+    """Plots and report.md/html of a text run's test split (scored with `checkpoint` of that epoch); a failure
+    is a warning, never an error."""
     try:
         from mnistlab import report
     except ImportError:  # matplotlib missing: the run itself is complete
         return
     try:
-        report.write_run_report(run, test_logits=logits, test_texts=texts, test_labels=labels.cpu().numpy())
+        report.write_run_report(run, test_logits=logits, test_texts=texts, test_labels=labels.cpu().numpy(),
+                                checkpoint=checkpoint, checkpoint_epoch=checkpoint_epoch)
     except Exception as exc:  # noqa: BLE001 - a plot must never lose a finished run
         warn(f"could not write plots/report for {run.path}: {exc}")
 
@@ -206,7 +209,7 @@ def evaluate_text(
         import sys
 
         write_text_report(load_run(run), logits, [rows.texts[i] for i in idx], labels,
-                          lambda message: print(f"warning: {message}", file=sys.stderr))
+                          lambda message: print(f"warning: {message}", file=sys.stderr), checkpoint, tr.epoch)
     return metrics
 
 

@@ -50,10 +50,13 @@ def atomic_write_bytes(path: Path, write: Any) -> None:
 
     A crash at any moment leaves either the old file or the new one, never half of one.
     """
+    from mnistlab.tmpfiles import create_temp
+
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # Not mkstemp: its files are 0600 whatever the umask, unreadable in a shared runs folder.
+        fd, tmp = create_temp(path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
         raise WriteError(path, exc) from None
     try:
@@ -164,20 +167,46 @@ def load_model_state(model: nn.Module, state_dict: dict[str, torch.Tensor], sour
     model.load_state_dict(state_dict)
 
 
-def build_model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint") -> nn.Module:
-    """Rebuild the model described by a checkpoint and load its weights (eval mode, CPU)."""
+def build_model_from_checkpoint(
+    ckpt: dict[str, Any], source: str = "checkpoint", *, code: Any = None, user: Any = None,
+    model: nn.Module | None = None,
+) -> nn.Module:
+    """Rebuild the model described by a checkpoint and load its weights (eval mode, CPU).
+
+    A zoo model is built by name. A model from a user's file is built only from code the caller
+    passes: `code` (a usercode.ModelCode the user gave, checked against the recorded sha256) or
+    `user` (a UserModel this process already loaded); the recorded file is never imported by
+    itself. A model trained as a Python object (mnistlab.fit) needs a fresh instance: `model`.
+    """
     from mnistlab.models import create_model
+    from mnistlab.models.usercode import ModelCode, build_user_model, load_user_model, verify_code
 
     try:
         spec, data = ckpt["model"], ckpt["data"]
-        model = create_model(
-            spec["name"],
-            num_classes=len(data["classes"]),
-            in_channels=int(data["in_channels"]),
-            image_size=int(data["image_size"]),
-            **spec.get("options", {}),
-        )
+        shape = {"num_classes": len(data["classes"]), "in_channels": int(data["in_channels"]),
+                 "image_size": int(data["image_size"])}
+        if "object" in spec or model is not None:
+            if model is None:
+                raise MnistlabError(
+                    f"{source} holds the weights of a Python object (class {spec['object']['class']}) trained with "
+                    "mnistlab.fit: no command can rebuild it; load it with mnistlab.load_model(run, model=YourNet(...))"
+                )
+        elif "code" in spec:
+            if user is None:
+                path = verify_code(spec["code"], code or ModelCode(), source)
+                user = load_user_model(f"{path}:{spec['code']['name']}")
+            model = build_user_model(user, _known_options(user, spec.get("options", {})), **shape)
+        else:
+            model = create_model(spec["name"], **shape, **spec.get("options", {}))
         load_model_state(model, ckpt["state_dict"], source)
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {source} lacks {exc}: not a complete mnistlab checkpoint") from None
     return model.eval()
+
+
+def _known_options(user: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """The recorded options the (possibly changed) file still takes: a removed option is dropped."""
+    from mnistlab.models.usercode import builder_options
+
+    known = builder_options(user.builder)
+    return {k: v for k, v in options.items() if k in known}

@@ -8,20 +8,22 @@ this module resolves the settings (or a resumed run's own) and starts it.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, Iterable
 
-from mnistlab.config import TrainConfig, load_config_file, resolve_config
+from mnistlab.config import TrainConfig, resolve_config
+from mnistlab.models.usercode import ModelCode
 from mnistlab.runs import Run
 from mnistlab.tasks.image import ImageTask
 from mnistlab.training.callbacks import Callback
-from mnistlab.training.resume import resume_changes, resumed_run
+from mnistlab.training.resume import resume_image_config
 from mnistlab.training.strategy import make_strategy
 from mnistlab.training.trainer import Trainer
 
 
 def train(
     config: TrainConfig | dict[str, Any] | None = None, *, callbacks: Iterable[Callback] | None = None,
-    **overrides: Any,
+    model_code: str | Path | None = None, allow_changed_code: bool = False, **overrides: Any,
 ) -> Run:
     """Train a model as configured and return its run folder.
 
@@ -29,7 +31,10 @@ def train(
         config: a TrainConfig (or a dict of its fields); None means all defaults
             (the `fast` model on MNIST).
         callbacks: extra `mnistlab.Callback`s, called after the built-in ones at each hook.
-        **overrides: TrainConfig fields that replace the config's, e.g. `epochs=2`.
+        model_code: resuming a run whose model is a user's file: that file (its sha256 must match
+            the one recorded, unless allow_changed_code). A run never imports its code by itself.
+        **overrides: TrainConfig fields that replace the config's, e.g. `epochs=2`. `model` may be
+            a zoo name or a user's model file, `path/to/file.py:NAME`.
 
     Returns:
         The Run (folder `runs/<name>/` with config.yaml, metrics.csv, summary.json,
@@ -47,7 +52,7 @@ def train(
     cfg = _resolve(config, overrides)
     resume_from: Run | None = None
     if cfg.resume:
-        cfg, resume_from = _resume_config(cfg)
+        cfg, resume_from = resume_image_config(cfg, ModelCode.of(model_code, allow_changed_code))
     # Under torchrun this joins the process group (DistributedDataParallel); otherwise one process.
     strategy = make_strategy(cfg.device, cfg.threads)
     run = Trainer(ImageTask(), cfg, strategy=strategy, callbacks=callbacks or (), resume_from=resume_from).fit()
@@ -67,13 +72,5 @@ def _resolve(config: TrainConfig | dict[str, Any] | None, overrides: dict[str, A
             TrainConfig.from_dict(overrides, "train()")  # the unknown-setting message, with suggestions
         config = dataclasses.replace(config, **overrides)
     if config.resume:
-        return config  # resolved from the run's own config.yaml in _resume_config
-    return resolve_config(config)
-
-
-def _resume_config(requested: TrainConfig) -> tuple[TrainConfig, Run]:
-    """The resumed run's own config; only the settings in RESUME_MAY_CHANGE may come from the request."""
-    run = resumed_run(requested, "image")
-    saved = load_config_file(run.path / "config.yaml")
-    cfg = TrainConfig.from_dict(saved, f"{run.path}/config.yaml")
-    return resolve_config(dataclasses.replace(cfg, **resume_changes(requested, cfg, run))), run
+        return config  # resolved from the run's own config.yaml in resume_image_config
+    return resolve_config(config, load_code=True)  # the caller named the model (a file is imported)

@@ -46,15 +46,17 @@ _OTHER_KIND = {
 }
 
 
-def resumed_run(requested: TrainConfig, kind: str, also_given: Iterable[str] = ()) -> Run:
+def resumed_run(requested: TrainConfig, kind: str, also_given: Iterable[str] = (), code_given: bool = False) -> Run:
     """The run `requested.resume` names, checked to be a `kind` run and asked for nothing a resume ignores.
 
-    `also_given`: settings outside TrainConfig that the caller was given (e.g. text settings).
+    `also_given`: settings outside TrainConfig that the caller was given (e.g. text settings);
+    `code_given`: `model` names the run's model file (its code, passed again), not a change.
     """
     run = find_run(requested.resume, requested.out)
     if run_task(run) != kind:
         raise UsageError(_OTHER_KIND[kind].format(path=run.path))
-    refuse_ignored([*also_given, *(f for f in changed_fields(requested) if f not in RESUME_MAY_CHANGE)], run)
+    may_change = (*RESUME_MAY_CHANGE, "model") if code_given else RESUME_MAY_CHANGE
+    refuse_ignored([*also_given, *(f for f in changed_fields(requested) if f not in may_change)], run)
     return run
 
 
@@ -100,6 +102,36 @@ def resume_changes(requested: TrainConfig, saved: TrainConfig, run: Run) -> dict
             )
         changes["epochs"] = requested.epochs
     return changes
+
+
+def resume_image_config(
+    requested: TrainConfig, code: Any, object_model: str | None = None, data_sha256: str | None = None
+) -> tuple[TrainConfig, Run]:
+    """An image run's own config for a resume; only RESUME_MAY_CHANGE comes from the request.
+
+    A run of a user's model file needs that file passed again (`code`, a usercode.ModelCode, or
+    `--model FILE.py:NAME` in `requested.model`), with the sha256 it recorded: the run never
+    imports it by itself. A run of a module object (mnistlab.fit) resumes only from Python, with an
+    object of the same class (`object_model`) and, for data given as objects, the same data.
+    """
+    from mnistlab.config import load_config_file, resolve_config
+    from mnistlab.models.usercode import ModelCode, is_file_model, verify_code
+
+    if is_file_model(requested.model) and code.path is None:
+        code = ModelCode.of(requested.model, code.allow_changed)
+    run = resumed_run(requested, "image", code_given=code.path is not None or object_model is not None)
+    cfg = TrainConfig.from_dict(load_config_file(run.path / "config.yaml"), f"{run.path}/config.yaml")
+    if cfg.model.startswith("object:") and object_model != cfg.model:
+        how = f"with an object of that class, not {object_model}" if object_model else "from Python"
+        raise UsageError(f"{run.path} was trained with a Python object ({cfg.model[len('object:'):]}): resume it "
+                         f"{how}: mnistlab.fit(YourNet(...), data, resume={str(run.path)!r})")
+    recorded_data = run.config.get("data_sha256")
+    if data_sha256 is not None and recorded_data and data_sha256 != recorded_data:
+        raise UsageError(f"{run.path} was trained on other data than the data given now: pass the same data")
+    if is_file_model(cfg.model):
+        recorded = run.config.get("model_code") or {}
+        cfg = dataclasses.replace(cfg, model=f"{verify_code(recorded, code, str(run.path))}:{recorded.get('name')}")
+    return resolve_config(dataclasses.replace(cfg, **resume_changes(requested, cfg, run)), load_code=True), run
 
 
 @dataclasses.dataclass

@@ -11,14 +11,11 @@ leaves a true status in summary.json.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
-import signal
-import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import torch
 from torch.nn import functional as F
@@ -28,6 +25,7 @@ from mnistlab.config import TrainConfig
 from mnistlab.errors import MnistlabError, Terminated, TrainingDiverged
 from mnistlab.runs import Run, write_json, write_yaml
 from mnistlab.scoring import score
+from mnistlab.signals import sigterm_as_interrupt
 from mnistlab.tasks.base import Prepared, Task
 from mnistlab.training import epoch as epoch_loop
 from mnistlab.training.callbacks import Callback, CallbackList, default_callbacks
@@ -69,7 +67,7 @@ class Trainer:
         state = FitState()
         self._setup()
         self._open(state)
-        with _sigterm_as_interrupt(self.strategy.world_size == 1):
+        with sigterm_as_interrupt(self.strategy.world_size == 1):
             try:
                 self.callbacks.call("on_fit_start", self, state)
                 self._train(state)
@@ -243,26 +241,3 @@ class Trainer:
         known = isinstance(exc, (MnistlabError, OSError))
         state.stop_reason = f"error: {exc}" if known else f"error: {type(exc).__name__}: {exc}"
         return exc
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt(enabled: bool) -> Iterator[None]:
-    """SIGTERM raises Terminated (handled like Ctrl-C) while a run trains in the main thread.
-
-    Not under torchrun: its launcher stops the other ranks with SIGTERM when one fails, and a rank
-    blocked in a collective would never run a Python handler.
-    """
-    if (not enabled or threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
-        raise Terminated()
-
-    signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)

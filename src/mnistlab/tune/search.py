@@ -16,12 +16,12 @@ import subprocess
 import sys
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-from mnistlab.errors import MnistlabError, Terminated, UsageError
+from mnistlab.errors import MnistlabError, UsageError
+from mnistlab.signals import sigterm_as_interrupt
 from mnistlab.tune import records
 from mnistlab.tune import study as st
 from mnistlab.tune.space import NOT_TUNABLE, ParamSpec, check_space, parse_param
@@ -250,19 +250,6 @@ def search(s: TuneSettings, log: Callable[[str], None], emit: Callable[[dict[str
             tracking.log_metrics(ctx.parent_run_id, {f"best_{s.metric}": float(best["value"])}, step=outcome.number)
 
 
-@contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """SIGTERM (e.g. from `timeout`) stops the workers as Ctrl-C does."""
-    def handler(signum: int, frame: Any) -> None:
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run_workers(s: TuneSettings, threads: int) -> list[int]:
     """`s.workers` tune processes on this machine; their exit codes. Ctrl-C reaches each of them once."""
     procs = []
@@ -278,9 +265,8 @@ def run_workers(s: TuneSettings, threads: int) -> list[int]:
         proc.stdin.close()
         procs.append(proc)
     try:
-        with _sigterm_raises():
-            while any(p.poll() is None for p in procs):
-                time.sleep(0.2)
+        while any(p.poll() is None for p in procs):
+            time.sleep(0.2)
     except KeyboardInterrupt:
         for p in procs:
             if p.poll() is None:
@@ -338,10 +324,11 @@ def run_tune(s: TuneSettings, log: Callable[[str], None], emit: Callable[[dict[s
         log(f"  {s.workers} workers, {threads} threads each")
     status, codes = "FAILED", [0]
     try:
-        if s.workers > 1:
-            codes = run_workers(s, threads)
-        else:
-            search(dataclasses.replace(s, threads=threads), log, emit)
+        with sigterm_as_interrupt():  # SIGTERM (e.g. from `timeout`) stops the search as Ctrl-C does
+            if s.workers > 1:
+                codes = run_workers(s, threads)
+            else:
+                search(dataclasses.replace(s, threads=threads), log, emit)
         status = "FINISHED" if not any(codes) else "FAILED"
     except KeyboardInterrupt as exc:
         status = "KILLED"
