@@ -94,6 +94,15 @@ def test_a_run_in_the_local_store_then_resumed(tmp_path: Path, fake_mnist_root: 
     assert [m.step for m in client.get_metric_history(run.info.run_id, "valid_loss")] == [1, 2, 3]
     assert "warning" not in capsys.readouterr().err
 
+    # mnistlab.fit takes it as a keyword too (a TrainConfig setting), for a model object of one's own.
+    import torch
+
+    images, labels = torch.randint(0, 256, (200, 1, 28, 28), dtype=torch.uint8), torch.arange(200) % 10
+    fitted = mnistlab.fit(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)), (images, labels),
+                          epochs=1, out=str(tmp_path / "runs"), progress="quiet", plots=False, mlflow="default")
+    [own] = _runs(client, run_folder=str(fitted.path.resolve()))
+    assert own.info.status == "FINISHED" and "test_accuracy" in own.data.metrics
+
 
 def test_a_tracking_server_that_is_down_costs_one_warning(tmp_path: Path, fake_mnist_root: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:

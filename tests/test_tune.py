@@ -66,7 +66,7 @@ def test_values_keep_their_type_through_yaml() -> None:
     ("lr=log:0:1", "log range must be above 0"),
     ("batch_size=int:0:64:log", "log range must be above 0"),
     ("lr=log:1e-4:2000", "bad lr 2000.0"),  # a value the field rejects, at the end of the range
-    ("batch_size=float:16:64", "bad batch-size 16.0"),
+    ("batch_size=float:16:64", "in --param batch_size: expected a whole number"),  # its ends are whole
     ("optimizer=cat:adam,foo", "bad optimizer 'foo'"),
     ("set.nosuch=float:0:1", "has no option 'nosuch'"),
     ("set.lr=float:0:1", "is a train setting"),

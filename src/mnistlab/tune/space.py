@@ -66,6 +66,14 @@ class ParamSpec:
             return list(dict.fromkeys([int(self.low), int(high)]))
         return list(dict.fromkeys([self.low, high]))
 
+    def probes(self) -> list[Any]:
+        """What validation tries: the ends, and for a float range a value inside it (a float range on a
+        whole-number setting is refused although its ends may be whole)."""
+        ends = self.ends()
+        if self.kind == "float" and not self.step and self.high > self.low:
+            return [*ends, self.low + (self.high - self.low) * 0.381966]
+        return ends
+
     def canonical(self) -> str:
         """What makes two specs the same search dimension (a study refuses a rerun that changes it)."""
         return json.dumps([self.name, self.kind, self.low, self.high, self.step, self.log, list(self.choices)])
@@ -158,13 +166,14 @@ def trial_config(base: dict[str, Any], specs: Sequence[ParamSpec], values: dict[
     except UsageError as exc:
         reason = str(exc)
         reason = reason.split(": ", 1)[1] if reason.startswith("grid point ") and ": " in reason else reason
+        reason = reason.replace(" in --grid ", " in --param ")  # the sweep's words for the same check
         raise UsageError(reason) from None
 
 
 def check_space(base: dict[str, Any], specs: Sequence[ParamSpec]) -> None:
     """Refuse, before any trial, a search space with a value the settings reject.
 
-    Each range's ends (every value of a `cat`) are tried alone, then, when there are few enough, all
+    Each range's ends (every value of a `cat`, and a value inside a float range) are tried alone, then, when there are few enough, all
     combinations of them, so that values that only clash together (e.g. a model option another
     `--param model=` lacks) are caught as well.
     """
@@ -173,7 +182,7 @@ def check_space(base: dict[str, Any], specs: Sequence[ParamSpec]) -> None:
         if names.count(name) > 1:
             raise UsageError(f"--param {name} is given twice; give each parameter once")
     for s in specs:
-        for value in s.ends():
+        for value in s.probes():
             try:
                 trial_config(base, [s], {s.name: value})
             except UsageError as exc:
