@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch pinned first: an unpinned torch would pull the CUDA build (several GB).
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[export,serve,tensorboard,dev]"
+	$(BIN)/python -m pip install -q -e ".[export,serve,tensorboard,tune,mlflow,dev]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -165,7 +165,8 @@ def test_config_changes_name_model_options_and_settings(tmp_path: Path) -> None:
     run.mkdir()
     # As train writes it: the resolved config with its own output settings and the package version.
     write_yaml(run / "config.yaml", {**planned.resolved, "out": "elsewhere", "name": "lr=0.01-2", "progress": "bar",
-                                     "threads": 3, "plots": False, "package_version": "0.0.1"})
+                                     "threads": 3, "plots": False, "package_version": "0.0.1",
+                                     "mlflow": "http://127.0.0.1:5000", "mlflow_checkpoints": True})
     assert config_changes(run, planned.resolved) == []
     [other] = plan_sweep({"model": "dnn", "model_options": {"hidden_dims": "784,256"}, "epochs": 3},
                          parse_grid(["lr=0.01"]))

@@ -26,6 +26,7 @@ _LAZY = {
     "load_dataset": "mnistlab.data",
     "MnistlabError": "mnistlab.errors",
     "Callback": "mnistlab.training.callbacks",
+    "MlflowTracker": "mnistlab.training.callbacks",
     "fit": "mnistlab.fitting",
     "load_model": "mnistlab.fitting",
 }

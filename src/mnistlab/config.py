@@ -74,6 +74,8 @@ class TrainConfig:
     progress: str = "bar"
     plots: bool = True
     tensorboard: bool = False
+    mlflow: str | None = None  # MLflow tracking URI; "default": $MLFLOW_TRACKING_URI, else ./mlruns
+    mlflow_checkpoints: bool = False  # also upload checkpoints/ to MLflow at the end
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-types dict (tuples become lists) for YAML/JSON and checkpoints."""
@@ -403,5 +405,11 @@ def validate(cfg: TrainConfig) -> None:
         raise UsageError(f"bad seed {cfg.seed!r}: too large")
     if cfg.clip_grad is not None:  # 0 switches clipping off, also where the model's recipe clips
         _check_range("clip-grad", cfg.clip_grad, 0, None)
+    if cfg.mlflow is not None and (not isinstance(cfg.mlflow, str) or (cfg.mlflow != "default" and (
+            "://" not in cfg.mlflow and not cfg.mlflow.startswith("databricks")))):
+        raise UsageError(f"bad --mlflow {cfg.mlflow!r}: expected a tracking URI such as http://host:5000 or "
+                         "sqlite:///mlflow.db (no value: $MLFLOW_TRACKING_URI, else ./mlruns)")
+    if cfg.mlflow_checkpoints and cfg.mlflow is None:
+        raise UsageError("--mlflow-checkpoints needs --mlflow [URI]: checkpoints go to the MLflow run")
     if cfg.threads is not None and (not isinstance(cfg.threads, int) or not 1 <= cfg.threads <= 1024):
         raise UsageError(f"bad threads {cfg.threads!r}: expected a whole number from 1 to 1024")

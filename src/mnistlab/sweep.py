@@ -35,8 +35,8 @@ from mnistlab.errors import MnistlabError, UsageError
 # Settings that describe where and how a run is written, not what it trains: the sweep owns them.
 _NOT_GRIDDABLE = {"out", "name", "resume", "progress", "model_options"}
 # Settings a finished run may differ in and still be this sweep's result: where and how it is
-# written, and the threads the sweep shares out among its workers.
-_OUTPUT_ONLY = {"out", "name", "resume", "progress", "plots", "tensorboard", "threads"}
+# written (MLflow tracking included), and the threads the sweep shares out among its workers.
+_OUTPUT_ONLY = {"out", "name", "resume", "progress", "plots", "tensorboard", "threads", "mlflow", "mlflow_checkpoints"}
 LOCK_FILE = ".sweep.lock"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=,-]")
 
@@ -144,6 +144,11 @@ def plan_sweep(base: dict[str, Any], grid: list[tuple[str, list[str]]]) -> list[
 def default_workers() -> int:
     """What the cores allow: half of them (each worker gets at least 2 threads where there are 2+)."""
     return max(1, (os.cpu_count() or 2) // 2)
+
+
+def worker_threads(workers: int, jobs: int) -> int:
+    """Torch threads per worker when `workers` processes share the cores for `jobs` runs."""
+    return max(1, (os.cpu_count() or 1) // max(1, min(workers, jobs)))
 
 
 def _is_completed(folder: Path) -> bool:
@@ -298,7 +303,7 @@ def run_sweep(
     if workers > 64:
         raise UsageError(f"bad workers {workers}: at most 64")
     if threads is None:
-        threads = max(1, (os.cpu_count() or 1) // min(workers, len(runs)))
+        threads = worker_threads(workers, len(runs))
     folder = Path(out) / name
     folder.mkdir(parents=True, exist_ok=True)  # reused on purpose: that is what makes a sweep resumable
     log(f"sweep {name}: {len(runs)} runs, {workers} at a time, {threads} threads each -> {folder}")

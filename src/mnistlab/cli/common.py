@@ -79,6 +79,11 @@ def add_run_flags(g: argparse._ArgumentGroup, *, resume_help: str, name_help: st
                    help="one JSON object per epoch and for the result, for scripts")
     g.add_argument("--no-plots", dest="plots", action="store_false", default=S, help="skip plots and report")
     g.add_argument("--tensorboard", action="store_true", default=S, help="also log to RUN/tensorboard/")
+    g.add_argument("--mlflow", nargs="?", const="default", default=S, metavar="URI",
+                   help="also log to MLflow: params, metrics per epoch, files at the end (URI default: "
+                        "$MLFLOW_TRACKING_URI, else ./mlruns; needs mnistlab[mlflow])")
+    g.add_argument("--mlflow-checkpoints", action="store_true", default=S,
+                   help="with --mlflow: upload the checkpoints too")
 
 
 def add_train_flags(p: argparse.ArgumentParser) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from typing import Any, Iterator
 
 from mnistlab.cli.common import add_train_flags
 
@@ -93,8 +95,14 @@ def run_sweep(args: argparse.Namespace) -> int:
     base.pop("resume", None)
     base.pop("progress", None)
     threads = base.get("threads")
-    result = sweep(base, grid, sweep_name=sweep_name, out=out, workers=args.workers, threads=threads,
-                   log=lambda line: print(line, file=sys.stderr, flush=True))
+    if base.get("mlflow"):
+        from mnistlab.sweep import plan_sweep
+
+        plan_sweep(base, grid)  # a bad grid is refused before the MLflow parent run exists
+    with _sweep_tracking(base, grid, sweep_name or f"{base.get('model') or 'fast'}-sweep") as parent:
+        result = sweep(base, grid, sweep_name=sweep_name, out=out, workers=args.workers, threads=threads,
+                       log=lambda line: print(line, file=sys.stderr, flush=True))
+        parent.failed = bool(result.failed)
     sys.stdout.write(format_rows(result.rows, "table"))
     print(f"wrote {result.path / 'comparison.md'}, comparison.csv, test_accuracy.png", file=sys.stderr)
     if result.failed:
@@ -102,3 +110,18 @@ def run_sweep(args: argparse.Namespace) -> int:
               + ", ".join(r.name for r in result.failed), file=sys.stderr)
         return 1
     return 0
+
+
+@contextlib.contextmanager
+def _sweep_tracking(base: dict[str, Any], grid: list[tuple[str, list[str]]], name: str) -> Iterator[Any]:
+    """With --mlflow: one MLflow parent run that the sweep's runs nest under (they log themselves)."""
+    if not base.get("mlflow"):
+        yield argparse.Namespace(failed=False)
+        return
+    from mnistlab.tracking import base_tags, parent_run
+
+    tags = {**base_tags(str(base.get("model") or "fast"), str(base.get("dataset") or "mnist")), "kind": "sweep"}
+    params = {f"grid.{key}": ";".join(values) for key, values in grid}
+    warn = lambda message: print(f"warning: {message}", file=sys.stderr, flush=True)  # noqa: E731
+    with parent_run(base["mlflow"], name, tags=tags, params=params, warn=warn) as parent:
+        yield parent

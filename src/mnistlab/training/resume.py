@@ -18,7 +18,8 @@ from mnistlab.training.checkpoint import link_or_copy, load_checkpoint, load_mod
 from mnistlab.training.epoch import StepBudget
 
 # What `--resume` may change: where the run and its data are, how it prints, how long it trains.
-RESUME_MAY_CHANGE = ("resume", "out", "epochs", "device", "progress", "threads", "data_dir", "plots", "tensorboard")
+RESUME_MAY_CHANGE = ("resume", "out", "epochs", "device", "progress", "threads", "data_dir", "plots", "tensorboard",
+                     "mlflow", "mlflow_checkpoints")
 
 
 def find_run(ref: str, out: str) -> Run:
@@ -89,7 +90,8 @@ def resume_changes(requested: TrainConfig, saved: TrainConfig, run: Run) -> dict
     """
     changes: dict[str, Any] = {"resume": str(run.path), "device": requested.device, "progress": requested.progress}
     default = TrainConfig()
-    for name in ("threads", "data_dir", "plots", "tensorboard"):
+    for name in ("threads", "data_dir", "plots", "tensorboard",
+                     "mlflow", "mlflow_checkpoints"):
         if getattr(requested, name) != getattr(default, name):
             changes[name] = getattr(requested, name)
     if requested.epochs is not None and requested.epochs != saved.epochs:

@@ -54,7 +54,8 @@ class Trainer:
         self.task, self.cfg, self.strategy, self.resume_from = task, cfg, strategy, resume_from
         self.reporter = reporter or Reporter(cfg.progress, enabled=strategy.is_main)  # only rank 0 prints
         if builtins is None:
-            builtins = default_callbacks(cfg.patience, plots=cfg.plots, tensorboard=cfg.tensorboard)
+            builtins = default_callbacks(cfg.patience, plots=cfg.plots, tensorboard=cfg.tensorboard,
+                                         mlflow=cfg.mlflow, mlflow_checkpoints=cfg.mlflow_checkpoints)
         self.callbacks = CallbackList([*builtins, *callbacks], is_main=strategy.is_main)
         self.prep: Prepared
         self.budget: StepBudget

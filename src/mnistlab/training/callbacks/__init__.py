@@ -3,19 +3,23 @@
 from mnistlab.training.callbacks.base import HOOKS, Callback, CallbackList
 from mnistlab.training.callbacks.core import Checkpoint, EarlyStop, MetricsCsv, Summary
 from mnistlab.training.callbacks.output import Progress, Report, TensorBoard, require_tensorboard
+from mnistlab.training.callbacks.tracker import MlflowTracker
 
 __all__ = [
-    "HOOKS", "Callback", "CallbackList", "Checkpoint", "EarlyStop", "MetricsCsv", "Progress", "Report",
-    "Summary", "TensorBoard", "default_callbacks", "require_tensorboard",
+    "HOOKS", "Callback", "CallbackList", "Checkpoint", "EarlyStop", "MetricsCsv", "MlflowTracker", "Progress",
+    "Report", "Summary", "TensorBoard", "default_callbacks", "require_tensorboard",
 ]
 
 
-def default_callbacks(patience: int, *, plots: bool, tensorboard: bool) -> list[Callback]:
+def default_callbacks(patience: int, *, plots: bool, tensorboard: bool, mlflow: str | None = None,
+                      mlflow_checkpoints: bool = False) -> list[Callback]:
     """The built-ins in their order: decide (early stopping), then write (checkpoint before metrics.csv),
-    then show."""
+    then show; MLflow last, so that it uploads the finished plots and report."""
     callbacks: list[Callback] = [EarlyStop(patience), Checkpoint(), MetricsCsv(), Summary(), Progress()]
     if tensorboard:
         callbacks.append(TensorBoard())
     if plots:
         callbacks.append(Report())
+    if mlflow:
+        callbacks.append(MlflowTracker(mlflow, checkpoints=mlflow_checkpoints))
     return callbacks
