@@ -510,3 +510,152 @@ def test_the_readme_example_runs_as_written(fake_mnist_root, tmp_path, monkeypat
     assert (tmp_path / "runs" / "dnn" / "export" / "model.onnx").is_file()
     exec(compile(python, "README.md", "exec"), {})
     assert mnistlab.load_run(tmp_path / "runs" / "dnn-2").summary["status"] == "completed"
+
+
+# ----------------------------------------------------------------------------- found by trying to break it
+
+def test_a_sweep_notices_an_edited_model_file(models, fake_mnist_root, tmp_path, capsys):
+    args = ["sweep", "--model", f"{models}:DNN", "--grid", "hidden=8", "--epochs", "1", "--data-dir",
+            str(fake_mnist_root), "--out", str(tmp_path), "--workers", "1"]
+    assert cli(capsys, *args)[0] == 0
+    models.write_text(MODELS.replace("nn.ReLU()", "nn.Tanh()"))  # same options, other code
+    code, _, err = cli(capsys, *args)
+    assert code == 1 and "model code sha256" in one_line(err) and "nothing was started" in err
+
+
+KWARGS = textwrap.dedent('''
+    from torch import nn
+
+
+    class Passes(nn.Module):
+        """Takes **kwargs and hands them to nn.Module, which takes none: no data argument may go in."""
+
+        def __init__(self, hidden=16, **kwargs):
+            super().__init__(**kwargs)
+            self.net = nn.Sequential(nn.Flatten(), nn.Linear(784, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+
+        def forward(self, x):
+            return self.net(x)
+
+
+    def options(**kwargs):
+        width = kwargs.get("width", 8)
+        return nn.Sequential(nn.Flatten(), nn.Linear(784, width), nn.ReLU(), nn.Linear(width, 10))
+
+
+    class TupleWhenTraining(nn.Module):
+        """Like GoogLeNet's aux heads: a tuple in training mode, logits in eval mode."""
+
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(784, 10)
+
+        def forward(self, x):
+            y = self.fc(x.flatten(1))
+            return (y, y) if self.training else y
+
+
+    class IntLogits(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(784, 10)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1)).argsort(1)
+
+
+    class Detached(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(784, 10)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1)).detach()
+''')
+
+
+def test_kwargs_builders_get_no_data_arguments_but_take_options(fake_mnist_root, tmp_path, capsys):
+    path = tmp_path / "kw.py"
+    path.write_text(KWARGS)
+    code, _, err = cli(capsys, *train_args(fake_mnist_root, tmp_path, "--model", f"{path}:Passes", "--epochs", "1"))
+    assert code == 0, err
+    code, _, err = cli(capsys, *train_args(fake_mnist_root, tmp_path, "--model", f"{path}:options", "--set",
+                                           "width=12", "--epochs", "1", "--name", "opts"))
+    assert code == 0, err
+    run = mnistlab.load_run(tmp_path / "opts")
+    assert run.config["model_options"] == {"width": 12}
+    assert run.summary["parameters"] == 784 * 12 + 12 + 12 * 10 + 10
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("TupleWhenTraining", "in training mode to tuple"),
+    ("IntLogits", "gives torch.int64 logits"),
+    ("Detached", "logits without a gradient"),
+])
+def test_a_model_that_only_fails_in_training_is_caught_before_the_run(name, expected, fake_mnist_root, tmp_path,
+                                                                       capsys):
+    path = tmp_path / "kw.py"
+    path.write_text(KWARGS)
+    code, _, err = cli(capsys, *train_args(fake_mnist_root, tmp_path, "--model", f"{path}:{name}"))
+    assert code == 2 and expected in one_line(err)
+    assert not list(tmp_path.glob("*/config.yaml"))
+
+
+def test_the_forward_check_leaves_the_model_and_the_random_streams_as_they_were(tmp_path):
+    from mnistlab.models.usercode import check_output
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.BatchNorm1d(16), nn.Dropout(0.5), nn.Linear(16, 10))
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    check_output(model, "x", 1, 28, 10)
+    assert torch.equal(torch.rand(3), expected) and not model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BatchNorm stats untouched
+
+
+class Labelled(torch.utils.data.Dataset):
+    def __init__(self, items) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def _pil(mode: str, value: int):
+    from PIL import Image
+
+    return Image.fromarray(np.full((28, 28), value, "<u2")) if mode == "I;16" else Image.new(mode, (28, 28), value)
+
+
+@pytest.mark.parametrize("data, expected", [
+    ((np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.int64)), "no images"),
+    ((np.full((10, 28, 28), np.nan, np.float32), np.zeros(10, np.int64)), "NaN"),
+    ((np.zeros((10, 28, 28), np.uint8), np.full(10, 3.7)), "whole class numbers"),
+    ((np.zeros((10, 28, 28), np.uint8), np.ones(10, bool)), "whole class numbers"),
+    (Labelled([(np.zeros((28, 28), np.uint8), 0), (np.zeros((20, 20), np.uint8), 1)]), "same shape"),
+    (Labelled([(np.zeros((28, 28), np.uint8), "seven")]), "label 'seven'"),
+    (Labelled([(np.zeros((28, 28), np.uint8), True)]), "label True"),
+])
+def test_more_bad_data_given_to_fit(data, expected, tmp_path):
+    with pytest.raises(UsageError) as err:
+        mnistlab.fit(Net(), data, out=str(tmp_path), progress="quiet")
+    assert expected in str(err.value)
+    assert not list(tmp_path.glob("*/config.yaml"))
+    with pytest.raises(UsageError, match="memory_budget"):
+        mnistlab.fit(Net(), make_fake_mnist(50, 0), memory_budget=-1, out=str(tmp_path), progress="quiet")
+
+
+def test_data_fit_accepts_as_its_plain_meaning(tmp_path):
+    from mnistlab.data.given import as_images, as_labels, _item
+
+    assert as_images(torch.ones(2, 28, 28, dtype=torch.bool), "x").max() == 255  # True is white
+    assert as_labels(np.array([3.0, 0.0]), 2, "y").tolist() == [3, 0]  # whole floats are classes
+    # 16-bit and palette PIL images through the shared converters: scaled to 0..255, not clipped
+    item = _item(Labelled([(_pil("I;16", 65535), torch.tensor(4))]), 0)
+    assert item[1] == 4 and int(item[0].max()) == 255 and item[0].dtype == torch.uint8
+    assert int(_item(Labelled([(_pil("I;16", 256), 1)]), 0)[0].max()) == 1

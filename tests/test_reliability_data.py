@@ -20,6 +20,7 @@ import torch
 from conftest import NAMES, SMALL_IDX_GZ as GZ, SMALL_IDX_RAW as RAW, make_fake_mnist, write_fake_mnist
 from mnistlab.cli import main
 from mnistlab.data.idx import idx_bytes
+from mnistlab.training.trainer import RUN_LOCK
 
 TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
 TRAIN_LABELS = "train-labels-idx1-ubyte.gz"
@@ -44,10 +45,11 @@ def error_line(err: str) -> str:
 
 
 def leftovers(root: Path) -> list[str]:
-    """Temp and partial files anywhere under `root`."""
+    """Temp and partial files anywhere under `root` (a run folder's lock file is meant to stay)."""
     return sorted(
         str(p.relative_to(root)) for p in root.rglob("*")
-        if p.is_file() and (p.name.endswith((".tmp", ".part")) or ".tmp" in p.name or p.name.startswith("."))
+        if p.is_file() and p.name != RUN_LOCK
+        and (p.name.endswith((".tmp", ".part")) or ".tmp" in p.name or p.name.startswith("."))
     )
 
 

@@ -279,7 +279,6 @@ class _InterruptTestPass:
 
     def __init__(self, task):
         self.task = task
-        self.resume_command = task.resume_command
 
     def __getattr__(self, name):
         return getattr(self.task, name)
@@ -342,11 +341,11 @@ def test_resume_refuses_the_flags_it_would_ignore(fake_mnist_root, tmp_path, cap
     code, _, err = cli(capsys, "train", "--resume", str(run.path), "--epochs", "2", "--lr", "0.5",
                        "--batch-size", "7", "--name", "other")
     assert code == 2
-    assert "--batch-size, --lr, --name cannot change" in err and "--epochs" in err
+    assert "--lr, --batch-size, --name cannot change" in err and "--epochs" in err
     text = train_text("builtin:sentiment", epochs=1, embed_dim=8, hidden=8, out=str(tmp_path), progress="quiet",
                       plots=False)
     code, _, err = cli(capsys, "text", "train", "--resume", str(text.path), "--hidden", "32", "--lr", "0.1")
-    assert code == 2 and "--hidden, --lr cannot change" in err
+    assert code == 2 and "--lr, --hidden cannot change" in err
 
 
 def test_total_seconds_stay_cumulative_over_a_resume(fake_mnist_root, tmp_path):
@@ -420,3 +419,137 @@ def test_readme_callback_example(fake_mnist_root, tmp_path, monkeypatch, capsys)
     monkeypatch.chdir(tmp_path)
     exec(compile(block, "README.md", "exec"), {})
     assert "reached 0.9" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- found by trying to break it
+
+def test_best_pt_is_right_after_a_fractional_run_is_resumed_twice(tmp_path):
+    # Random labels: the valid loss is best early and worsens, so a half-done epoch can be "best" for a while.
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    data = (rng.integers(0, 256, (500, 28, 28), dtype=np.uint8), rng.integers(0, 10, 500))
+    common = dict(out=str(tmp_path), progress="quiet", plots=False, batch_size=20, lr=5e-2, seed=1)
+    straight = mnistlab.fit("mlp", data, epochs=2, name="straight", **common)
+    chain = mnistlab.fit("mlp", data, epochs=1.3, name="chain", **common)
+    losses = [float(chain.history[-1]["valid_loss"])]
+    for epochs in (1.6, 2):
+        chain = mnistlab.fit("mlp", data, epochs=epochs, out=str(tmp_path), progress="quiet", resume=str(chain.path))
+        losses.append(float(chain.history[-1]["valid_loss"]))
+    a, b = straight.summary, chain.summary
+    first = float(straight.history[0]["valid_loss"])
+    # The set-up this test needs: both partial sessions of epoch 2 beat epoch 1, the whole epoch 2 does not.
+    assert losses[0] < first and losses[1] < first and losses[2] > first and a["best_epoch"] == 1
+    assert b["best_epoch"] == a["best_epoch"] and b["loss"] == a["loss"] and b["accuracy"] == a["accuracy"]
+    best = torch.load(chain.path / "checkpoints" / "best.pt", weights_only=True)
+    want = torch.load(straight.path / "checkpoints" / "best.pt", weights_only=True)
+    assert (best["epoch"], best["global_step"]) == (want["epoch"], want["global_step"])
+    assert all(torch.equal(best["state_dict"][k], want["state_dict"][k]) for k in want["state_dict"])
+
+
+class NumpyState(mnistlab.Callback):
+    def state_dict(self):
+        return {"best": __import__("numpy").float64(1.5)}
+
+
+def test_a_callback_state_checkpoints_cannot_hold_is_refused_before_any_run_folder(fake_mnist_root, tmp_path):
+    with pytest.raises(UsageError, match="NumpyState's state_dict\\(\\)\\['best'\\] holds a numpy.float64"):
+        mnistlab.train(cfg(fake_mnist_root, tmp_path, model="logistic", epochs=1), callbacks=[NumpyState()])
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_on_other_data_is_refused(fake_mnist_root, tmp_path, capsys):
+    run = mnistlab.train(cfg(fake_mnist_root, tmp_path, model="logistic", epochs=1))
+    from mnistlab.data.synthetic import write_fake_mnist
+
+    other = write_fake_mnist(tmp_path / "other" / "mnist", seed=7).parent
+    code, _, err = cli(capsys, "train", "--resume", str(run.path), "--epochs", "2", "--data-dir", str(other))
+    assert code == 1 and "trained on other data" in err
+    text = train_text("builtin:sentiment", epochs=1, embed_dim=8, hidden=8, out=str(tmp_path), progress="quiet",
+                      plots=False)
+    rows = (Path(mnistlab.text.csvdata.resolve_data_path("builtin:sentiment")).read_text(encoding="utf-8")
+            .splitlines())
+    edited = tmp_path / "edited.csv"
+    edited.write_text("\n".join(rows[:1] + rows[1:][::-1]) + "\n", encoding="utf-8")  # same classes, rows reordered
+    code, _, err = cli(capsys, "text", "train", "--resume", str(text.path), "--epochs", "2", "--data", str(edited))
+    assert code == 1 and "other data" in err
+
+
+class Exit(mnistlab.Callback):
+    def on_epoch_end(self, trainer, state):
+        raise SystemExit(3)
+
+
+def test_sys_exit_in_a_callback_leaves_an_interrupted_resumable_run(fake_mnist_root, tmp_path):
+    with pytest.raises(SystemExit):
+        mnistlab.train(cfg(fake_mnist_root, tmp_path, model="logistic", epochs=2, name="exit"), callbacks=[Exit()])
+    s = json.loads((tmp_path / "runs" / "exit" / "summary.json").read_text())
+    assert s["status"] == "interrupted" and s["stop_reason"].startswith("exited (sys.exit(3))")
+    assert mnistlab.train(TrainConfig(resume=str(tmp_path / "runs" / "exit"), progress="quiet")).summary["status"] == "completed"
+
+
+class DeleteFolder(mnistlab.Callback):
+    def on_validation_end(self, trainer, state):
+        shutil.rmtree(trainer.path)
+
+
+def test_a_run_folder_deleted_while_training_stops_the_run_and_is_not_recreated(fake_mnist_root, tmp_path):
+    with pytest.raises(MnistlabError, match="deleted or moved while training"):
+        mnistlab.train(cfg(fake_mnist_root, tmp_path, model="logistic", epochs=3, name="gone"),
+                       callbacks=[DeleteFolder()])
+    assert not (tmp_path / "runs" / "gone").exists()
+
+
+class InterruptReport(mnistlab.Callback):
+    def on_fit_end(self, trainer, state):
+        raise KeyboardInterrupt()
+
+
+def test_ctrl_c_while_the_report_is_written_keeps_the_completed_run(fake_mnist_root, tmp_path):
+    with pytest.raises(KeyboardInterrupt, match="the run is complete"):
+        mnistlab.train(cfg(fake_mnist_root, tmp_path, model="logistic", epochs=1, name="done"),
+                       callbacks=[InterruptReport()])
+    s = json.loads((tmp_path / "runs" / "done" / "summary.json").read_text())
+    assert s["status"] == "completed" and s["accuracy"] is not None
+
+
+def test_two_processes_cannot_train_one_run(fake_mnist_root, tmp_path):
+    from mnistlab.locks import folder_lock
+
+    run = mnistlab.train(cfg(fake_mnist_root, tmp_path, model="logistic", epochs=1))
+    with folder_lock(run.path / ".lock", "busy"):  # as the process training it holds it
+        with pytest.raises(MnistlabError, match="being trained by another process"):
+            mnistlab.train(TrainConfig(resume=str(run.path), epochs=2, progress="quiet"))
+
+
+def test_resume_refuses_a_flag_given_with_its_default_value(fake_mnist_root, tmp_path, capsys):
+    run = mnistlab.train(cfg(fake_mnist_root, tmp_path, model="logistic", epochs=1, seed=5))
+    code, _, err = cli(capsys, "train", "--resume", str(run.path), "--epochs", "2", "--seed", "0")
+    assert code == 2 and "--seed cannot change" in err
+    code, _, err = cli(capsys, "train", "--resume", str(run.path), "--epochs", "2", "--seed", "5", "-q")
+    assert code == 0, err  # the run's own value changes nothing
+    code, _, err = cli(capsys, "train", "--resume", str(run.path), "--config", "/dev/null")
+    assert code == 2 and "--config cannot go with --resume" in err
+
+
+def test_a_full_disk_on_the_first_checkpoint_leaves_the_epochs_it_saved(fake_mnist_root, tmp_path):
+    from mnistlab.training import callbacks as cbs
+    from mnistlab.training.checkpoint import WriteError
+    from mnistlab.training.strategy import SingleProcess
+    from mnistlab.training.trainer import Trainer
+
+    class FullAt1(cbs.Checkpoint):
+        def save(self, folder, payload, best):
+            if payload["epoch"] == 1:
+                raise WriteError(folder / "last.pt", OSError(28, "No space left on device"))
+            super().save(folder, payload, best)
+
+    from mnistlab.config import resolve_config
+    from mnistlab.tasks.image import ImageTask
+
+    c = resolve_config(cfg(fake_mnist_root, tmp_path, model="logistic", epochs=2, name="full"))
+    with pytest.raises(WriteError):
+        Trainer(ImageTask(), c, strategy=SingleProcess(torch.device("cpu")),
+                builtins=[cbs.EarlyStop(0), FullAt1(), cbs.MetricsCsv(), cbs.Summary()]).fit()
+    s = json.loads((tmp_path / "runs" / "full" / "summary.json").read_text())
+    assert s["status"] == "failed" and s["epochs_run"] == 0

@@ -15,7 +15,7 @@ from torch import nn
 
 from mnistlab.config import TrainConfig, resolve_config
 from mnistlab.errors import UsageError
-from mnistlab.models.usercode import ModelCode
+from mnistlab.models.usercode import ModelCode, is_file_model
 from mnistlab.runs import Run, load_run
 from mnistlab.tasks.image import ImageTask
 from mnistlab.training.callbacks import Callback
@@ -29,10 +29,10 @@ def fit(
     model: nn.Module | str,
     data: Any = "mnist",
     *,
-    epochs: float = 5,
-    lr: float = 1e-3,
-    optimizer: str = "adam",
-    batch_size: int = 64,
+    epochs: float | None = None,
+    lr: float | None = None,
+    optimizer: str | None = None,
+    batch_size: int | None = None,
     out: str = "runs",
     name: str | None = None,
     callbacks: Iterable[Callback] | None = None,
@@ -54,7 +54,9 @@ def fit(
             (named datasets bring their own).
         memory_budget: bytes of images a Dataset may take in memory (default 2 GiB); a larger one is
             streamed through a DataLoader every epoch.
-        epochs, lr, optimizer, batch_size, out, name, callbacks: as for `mnistlab.train`.
+        epochs, lr, optimizer, batch_size: default 5 epochs of Adam at lr 1e-3 in batches of 64 for
+            your own model, the recipe for a zoo model (`mnistlab models`); resuming, the run's own.
+        out, name, callbacks: as for `mnistlab.train`.
         **options: every other TrainConfig field (`patience=3`, `scheduler="cosine"`, `seed=1`,
             `resume="runs/dnn"`, ...), validated as the flags are; for a zoo or file model also
             `set={...}`, its options.
@@ -67,9 +69,10 @@ def fit(
         >>> run = mnistlab.fit(MyNet(), data=(images, labels), epochs=3)   # doctest: +SKIP
     """
     asked = {"epochs": epochs, "lr": lr, "optimizer": optimizer, "batch_size": batch_size, "name": name}
-    # Resuming, fit's own defaults are not requests to change the run's settings: only what differs.
-    settings = {**({k: v for k, v in asked.items() if v != _DEFAULTS[k]} if options.get("resume") else asked),
-                "out": out, **options}
+    own_model = not isinstance(model, str) or is_file_model(model)
+    if own_model and not options.get("resume"):  # a zoo model has its recipe; yours gets fit's defaults
+        asked = {k: _DEFAULTS[k] if v is None else v for k, v in asked.items()}
+    settings = {**{k: v for k, v in asked.items() if v is not None}, "out": out, **options}
     if "set" in settings:
         settings["model_options"] = settings.pop("set")
     instance, settings["model"] = _model(model)
@@ -99,7 +102,12 @@ def _given(data: Any, test: Any, settings: dict[str, Any], memory_budget: int | 
         return None
     from mnistlab.data.given import given_data
 
-    return given_data(data, test, seed=int(settings.get("seed") or 0), memory_budget=memory_budget,
+    seed = settings.get("seed")
+    if seed is None and settings.get("resume"):  # the run's own seed splits the data as it did then
+        from mnistlab.training.resume import find_run
+
+        seed = find_run(str(settings["resume"]), str(settings.get("out") or "runs")).config.get("seed")
+    return given_data(data, test, seed=int(seed or 0), memory_budget=memory_budget,
                       show=settings.get("progress", "bar") != "quiet")
 
 
@@ -125,7 +133,7 @@ def load_model(run: str | Path | Run, model: nn.Module | None = None, checkpoint
                model_code: str | Path | None = None, allow_changed_code: bool = False) -> nn.Module:
     """A run's trained model (eval mode, CPU): its weights loaded into `model` (a fresh instance, for runs
     of a module object), or rebuilt (zoo models; file models with their `model_code`)."""
-    from mnistlab.models.usercode import ModelCode
+    from mnistlab.models.usercode import ModelCode, is_file_model
     from mnistlab.training.checkpoint import build_model_from_checkpoint, load_checkpoint
 
     run = load_run(run)

@@ -178,16 +178,29 @@ def config_changes(run_dir: Path, resolved: dict[str, Any]) -> list[str]:
         if is_file_model(cfg.model) and cfg.model != resolved["model"]:
             return [f"model {cfg.model} -> {resolved['model']}"]  # another file: never imported from a run folder
         saved = resolve_config(cfg, load_code=True).to_dict()  # only the file the sweep itself names
+        code = _code_change(run_dir, cfg.model)
     except (MnistlabError, TypeError) as exc:
         return [f"its {source} cannot be read as a train config ({exc})"]
     # Model options first (as `--set` names them), then the settings; each side's pair of dicts.
     pairs = [(saved["model_options"], resolved["model_options"], set()), (saved, resolved, {"model_options"})]
-    return [
+    return code + [
         f"{key} {short_value(old.get(key))} -> {short_value(new.get(key))}"
         for old, new, skip in pairs
         for key in dict.fromkeys([*old, *new])
         if key not in _OUTPUT_ONLY | skip and old.get(key) != new.get(key)
     ]
+
+
+def _code_change(run_dir: Path, model: str) -> list[str]:
+    """["model code sha256 A -> B"] when the run's model file was edited since it trained, else []."""
+    from mnistlab.models.usercode import is_file_model, parse_spec, sha256_of
+    from mnistlab.runs import load_run
+
+    if not is_file_model(model):
+        return []
+    recorded = (load_run(run_dir).config.get("model_code") or {}).get("sha256")
+    now = sha256_of(parse_spec(model)[0])
+    return [f"model code sha256 {str(recorded)[:12]} -> {now[:12]}"] if recorded and recorded != now else []
 
 
 def _triage(folder: Path, runs: list[SweepRun], log: Callable[[str], None]) -> list[SweepRun]:
@@ -242,25 +255,12 @@ def sweep_lock(folder: Path) -> Iterator[int | None]:
     started is alive: a sweep killed with its runs still training keeps a second one out too.
     Yields the fd (None where the platform has no fcntl: no lock there).
     """
-    try:
-        import fcntl
-    except ImportError:  # Windows: no flock; one sweep per folder is then up to the user
-        yield None
-        return
+    from mnistlab.locks import folder_lock
+
     path = folder / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise MnistlabError(
-            f"another sweep is working in {folder} (it holds {path}); wait until it finishes, "
-            "or give this sweep another --name"
-        ) from None
-    try:
+    busy = f"another sweep is working in {folder} (it holds {path}); wait until it finishes, or give this sweep another --name"
+    with folder_lock(path, busy) as fd:
         yield fd
-    finally:
-        os.close(fd)
 
 
 def run_sweep(

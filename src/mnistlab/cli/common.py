@@ -140,6 +140,13 @@ _NOT_CONFIG = {"command", "handler", "debug", "config", "data_command", "grid", 
                "allow_changed_code"}
 
 
+def given_settings(args: argparse.Namespace) -> list[str]:
+    """The TrainConfig settings the command line set (flags default to SUPPRESS: only given ones are there)."""
+    if getattr(args, "resume", None) and getattr(args, "config", None):
+        raise UsageError("--config cannot go with --resume: a resumed run keeps its own settings")
+    return [_RENAMES.get(k, k) for k in vars(args) if k not in _NOT_CONFIG]
+
+
 def config_from_args(args: argparse.Namespace) -> Any:
     """Merge the YAML `--config` file (if any) and the given flags into a TrainConfig."""
     from mnistlab.config import TrainConfig, load_config_file

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mnistlab.cli.common import add_model_code_flags, add_train_flags, config_from_args
+from mnistlab.cli.common import add_model_code_flags, add_train_flags, config_from_args, given_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,5 +34,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from mnistlab.training.engine import train
 
-    train(config_from_args(args), model_code=args.model_code, allow_changed_code=args.allow_changed_code)
+    train(config_from_args(args), model_code=args.model_code, allow_changed_code=args.allow_changed_code,
+          given=given_settings(args))
     return 0

@@ -34,10 +34,16 @@ def as_images(images: Any, what: str) -> torch.Tensor:
         raise UsageError(f"{what}: images must be [N, H, W] or [N, C, H, W], got shape {list(x.shape)}")
     if x.shape[-1] != x.shape[-2]:
         raise UsageError(f"{what}: images must be square (H = W), got {x.shape[-2]}x{x.shape[-1]}")
+    if len(x) == 0:
+        raise UsageError(f"{what}: no images (an empty set)")
     if x.dtype == torch.uint8:
         return x.contiguous()
+    if x.dtype == torch.bool:
+        return x.to(torch.uint8).mul_(255).contiguous()  # False/True as black/white
     if x.dtype.is_floating_point:
-        low, high = (float(x.min()), float(x.max())) if x.numel() else (0.0, 0.0)
+        if bool(torch.isnan(x).any()):
+            raise UsageError(f"{what}: the images hold NaN values")
+        low, high = float(x.min()), float(x.max())
         if low < 0 or high > 1:
             raise UsageError(
                 f"{what}: float images must be in [0, 1] (these are {low:.3g} to {high:.3g}); pass them "
@@ -53,8 +59,10 @@ def as_labels(labels: Any, n: int, what: str) -> torch.Tensor:
     y = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels).detach().cpu()
     if y.dim() != 1 or len(y) != n:
         raise UsageError(f"{what}: expected {n} labels [N], got shape {list(y.shape)}")
-    if y.dtype.is_floating_point or y.dtype == torch.bool:
-        raise UsageError(f"{what}: labels must be whole class numbers 0..K-1, got {y.dtype}")
+    if y.dtype.is_floating_point and bool((y == y.round()).all()) and y.dtype != torch.bool:
+        y = y.round()  # 3.0 is class 3; 3.7 is no class
+    elif y.dtype.is_floating_point or y.dtype == torch.bool:
+        raise UsageError(f"{what}: labels must be whole class numbers 0..K-1, got {y.dtype} values")
     y = y.long()
     if len(y) and (int(y.min()) < 0 or int(y.max()) >= MAX_CLASSES):
         raise UsageError(f"{what}: labels must be class numbers 0..{MAX_CLASSES - 1}, got {int(y.min())}..{int(y.max())}")
@@ -65,9 +73,11 @@ def _item_image(image: Any) -> torch.Tensor:
     """One Dataset item's image as uint8 [C, H, W] (a tensor, an array, or a PIL image)."""
     from PIL import Image
 
+    from mnistlab.data.images import has_colour, to_grayscale, to_rgb
+
     if isinstance(image, Image.Image):  # torchvision datasets without transforms yield these
-        image = np.asarray(image.convert("L") if image.mode not in ("L", "RGB") else image)
-        image = image.transpose(2, 0, 1) if image.ndim == 3 else image
+        # The shared converters: 16-bit and float modes scaled, palettes and transparency handled.
+        image = to_rgb(image).transpose(2, 0, 1) if has_colour(image) else to_grayscale(image)
     x = image if isinstance(image, torch.Tensor) else torch.as_tensor(np.asarray(image))
     return as_images(x.unsqueeze(0), "dataset item")[0]
 
@@ -76,7 +86,12 @@ def _item(dataset: Any, i: int) -> tuple[torch.Tensor, int]:
     item = dataset[i]
     if not isinstance(item, (tuple, list)) or len(item) < 2:
         raise UsageError(f"the Dataset's items must be (image, label) pairs; item {i} is a {type(item).__name__}")
-    return _item_image(item[0]), int(item[1])
+    label = item[1]
+    if isinstance(label, (torch.Tensor, np.ndarray)) and int(np.prod(label.shape)) == 1:
+        label = label.item()  # tensor(4), np.array([4])
+    if isinstance(label, bool) or not isinstance(label, (int, float, np.integer, np.floating)) or label != int(label):
+        raise UsageError(f"the Dataset's item {i} has label {label!r}: labels must be whole class numbers 0..K-1")
+    return _item_image(item[0]), int(label)
 
 
 class StreamedImages:
@@ -124,6 +139,8 @@ def given_data(data: Any, test: Any = None, *, seed: int = 0, memory_budget: int
                show: bool = True) -> GivenData:
     """The ImageData of `data` (and `test`, else a held-out 20%), from a pair of tensors/arrays or a Dataset."""
     budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
+    if budget < 0:
+        raise UsageError(f"memory_budget must be a number of bytes >= 0, got {memory_budget!r}")
     (train_x, train_y, classes), name = _read(data, "data", budget, show), _kind_name(data)
     if test is None:
         train_x, train_y, test_x, test_y = holdout(train_x, train_y, seed, "the data given to fit", "image",
@@ -166,6 +183,9 @@ def _read(data: Any, what: str, budget: int, show: bool) -> tuple[Any, torch.Ten
     images, labels = [first], [first_label]
     for i in _progress(range(1, len(data)), f"reading {type(data).__name__} into memory", show):
         x, y = _item(data, i)
+        if x.shape != first.shape:
+            raise UsageError(f"the Dataset's item {i} is an image of {list(x.shape)}, item 0 of {list(first.shape)}: "
+                             "every image must have the same shape")
         images.append(x)
         labels.append(y)
     return torch.stack(images), as_labels(labels, len(labels), what), names

@@ -87,6 +87,8 @@ def get_model_info(name: str) -> ModelInfo:
     except KeyError:
         hint = difflib.get_close_matches(name, list(_REGISTRY), n=3)
         extra = f" Did you mean: {', '.join(hint)}?" if hint else ""
+        if name.endswith(".py"):
+            extra = f" A model of your own is its file and a class or function in it: --model {name}:NAME."
         raise UsageError(
             f"unknown model {name!r}.{extra} Known models: {', '.join(_REGISTRY)} (see `mnistlab models`)."
         ) from None
@@ -125,7 +127,10 @@ def coerce_option(model: str, key: str, value: Any, default: Any, nullable: bool
         if isinstance(value, str):
             return value
     else:
-        return value
+        # A default that is an object (a class such as nn.ReLU, a function): --set can only give text,
+        # numbers and lists, so that option is the builder's to fill.
+        raise UsageError(f"option {key!r} of model {model!r} takes a Python object (default {default!r}), "
+                         "which --set cannot give: build the model with it in your own code")
     raise UsageError(
         f"bad value {value!r} for option {key!r} of model {model!r}: expected {type(default).__name__} "
         f"like the default {default!r}"

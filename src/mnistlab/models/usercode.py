@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from mnistlab.errors import MnistlabError, UsageError
-from mnistlab.models.registry import DATA_ARGS, coerce_option
+from mnistlab.models.registry import DATA_ARGS, coerce_option, parse_value
 
 
 def parse_spec(text: str) -> tuple[Path, str] | None:
@@ -100,8 +100,10 @@ def load_user_model(spec: str) -> UserModel:
         raise UsageError(f"{spec!r} is not a model file: expected path/to/file.py:NAME")
     path, name = parsed
     path = path.resolve()
-    if not path.is_file():
+    if not path.exists():
         raise UsageError(f"model file {path} does not exist")
+    if not path.is_file():
+        raise UsageError(f"model file {path} is not a file")
     sha = sha256_of(path)
     module = _import(path, sha)
     if not hasattr(module, name):
@@ -157,11 +159,21 @@ def builder_options(builder: Callable[..., Any]) -> dict[str, inspect.Parameter]
 
 
 def accepts(builder: Callable[..., Any], name: str) -> bool:
+    """Whether the builder names `name` among its arguments (a catch-all **kwargs does not count: it often
+    passes everything on, e.g. to nn.Module.__init__, which takes no data arguments)."""
     try:
         params = inspect.signature(builder).parameters
     except (TypeError, ValueError):
         return False
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return name in params and params[name].kind is not inspect.Parameter.VAR_KEYWORD
+
+
+def takes_any_keyword(builder: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(builder).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def type_hints(builder: Callable[..., Any]) -> dict[str, Any]:
@@ -173,24 +185,37 @@ def type_hints(builder: Callable[..., Any]) -> dict[str, Any]:
 
 
 def check_output(model: nn.Module, where: str, in_channels: int, image_size: int, num_classes: int) -> None:
-    """One forward pass on a batch of 2 images: the model must give [2, num_classes] logits."""
-    shape = (2, in_channels, image_size, image_size)
+    """Forward passes the way training and evaluation will make them: the model must give float
+    [B, num_classes] logits for a batch of 2 in eval mode and of 3 in training mode (on a copy, with
+    the random generators restored, so neither the model nor the run's random streams change)."""
+    import copy
+
+    _check_pass(model, where, (2, in_channels, image_size, image_size), num_classes, train=False)
+    with torch.random.fork_rng(devices=[]):
+        _check_pass(copy.deepcopy(model), where, (3, in_channels, image_size, image_size), num_classes, train=True)
+
+
+def _check_pass(model: nn.Module, where: str, shape: tuple[int, ...], num_classes: int, *, train: bool) -> None:
+    mode = "in training mode " if train else ""
     was_training = model.training
-    model.eval()
+    model.train(train)
     try:
-        with torch.no_grad():
+        with torch.set_grad_enabled(train):
             out = model(torch.zeros(shape))
     except Exception as exc:  # noqa: BLE001 - any error of the user's forward is reported in one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise UsageError(f"model {where} fails on a batch of shape {list(shape)}: {type(exc).__name__}: {first}") from None
+        raise UsageError(f"model {where} fails {mode}on a batch of shape {list(shape)}: {type(exc).__name__}: {first}") from None
     finally:
         model.train(was_training)
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (shape[0], num_classes):
         got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise UsageError(
-            f"model {where} maps a batch of shape {list(shape)} to {got}; it must give logits of shape "
-            f"[2, {num_classes}] (batch, classes)"
+            f"model {where} maps a batch of shape {list(shape)} {mode}to {got}; it must give logits of shape "
+            f"[{shape[0]}, {num_classes}] (batch, classes)"
         )
+    if not out.is_floating_point() or (train and not out.requires_grad):
+        raise UsageError(f"model {where} gives {out.dtype} logits{' without a gradient' if train else ''}: it must "
+                         "give float logits computed from its parameters")
 
 
 def verify_code(recorded: dict[str, Any], code: ModelCode, run: str) -> Path:
@@ -239,6 +264,9 @@ def resolve_user_options(user: UserModel, options: dict[str, Any] | None) -> dic
     params, hints = builder_options(user.builder), type_hints(user.builder)
     resolved: dict[str, Any] = {}
     for key, value in (options or {}).items():
+        if key not in params and takes_any_keyword(user.builder):
+            resolved[key] = parse_value(value) if isinstance(value, str) else value  # into its **kwargs, untyped
+            continue
         if key not in params:
             hint = difflib.get_close_matches(key, list(params), n=2)
             extra = f" Did you mean: {', '.join(hint)}?" if hint else ""

@@ -53,7 +53,8 @@ class Prepared:
 class Task(Protocol):
     """The part of a run that depends on its kind (see mnistlab.tasks.image and mnistlab.tasks.text)."""
 
-    resume_command: str  # e.g. "mnistlab train": `<resume_command> --resume RUN` continues a run
+    def resume_line(self, path: Path) -> str:
+        """The command (or call) that continues the run in `path`, as printed when a run is interrupted."""
 
     def prepare(self, cfg: TrainConfig, strategy: "SingleProcess", reporter: "Reporter",
                 resume_from: "Run | None") -> Prepared:

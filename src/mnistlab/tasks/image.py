@@ -34,7 +34,11 @@ class ImageTask:
     """A model on an image dataset: a zoo model or a user's file (`cfg.model`), or a module object
     (`model`, from mnistlab.fit); the dataset `cfg.dataset`, or `data` already in memory."""
 
-    resume_command = "mnistlab train"
+    def resume_line(self, path: Path) -> str:
+        if self.instance is not None:
+            return f"mnistlab.fit({type(self.instance).__name__}(...), <the same data>, resume={str(path)!r})"
+        code = f" --model-code {self.user.path}" if self.user is not None else ""
+        return f"mnistlab train --resume {path}{code}"
 
     def __init__(self, model: nn.Module | None = None, data: Any = None, data_digest: str | None = None) -> None:
         self.instance, self.given_data, self.data_digest = model, data, data_digest

@@ -8,6 +8,7 @@ to reproduce the encoding. Everything else (loop, checkpoints, report) is the sh
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from contextlib import nullcontext
 from pathlib import Path
@@ -36,6 +37,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from mnistlab.training.strategy import SingleProcess
 
 
+def _digest(texts: list[str], labels: list[int]) -> str:
+    """The rows' sha256: a resumed run checks it trains on the rows it was trained on."""
+    h = hashlib.sha256()
+    for text, label in zip(texts, labels, strict=True):
+        h.update(f"{label}\t{text}\n".encode())
+    return h.hexdigest()
+
+
 def saved_classes(run: "Run", ckpt: dict[str, Any] | None = None) -> list[str]:
     """A text run's classes: its labels.json, else the data entry of `ckpt` (default: its last checkpoint)."""
     try:
@@ -47,7 +56,8 @@ def saved_classes(run: "Run", ckpt: dict[str, Any] | None = None) -> list[str]:
 class TextTask:
     """A recurrent classifier (TextSettings) on a CSV's text and label columns."""
 
-    resume_command = "mnistlab text train"
+    def resume_line(self, path: Path) -> str:
+        return f"mnistlab text train --resume {path}"
 
     def __init__(self, text: TextSettings) -> None:
         self.text = text
@@ -100,7 +110,8 @@ class TextTask:
             classes=self.classes, valid=valid_x, valid_labels=valid_y, test=test_x, test_labels=test_y,
             predict=predict, model_spec={"name": f"text-{text.model}", "options": options},
             data_spec={"task": "text", "name": text.data, "classes": self.classes, "text_column": text.text_column,
-                       "label_column": text.label_column, "max_len": text.max_len},
+                       "label_column": text.label_column, "max_len": text.max_len,
+                       "sha256": _digest(rows.texts, rows.labels)},
             summary={"task": "text", "model": text.model, "dataset": text.data, "parameters": params,
                      "vocab_size": len(vocab), "train_texts": len(train_x), "valid_texts": len(valid_x),
                      "test_texts": len(test_x), "mnistlab_version": mnistlab.__version__},

@@ -85,7 +85,7 @@ def _resume_text_config(
     requested: TrainConfig, data: str, settings: dict[str, Any]
 ) -> tuple[TextSettings, TrainConfig, Run]:
     """The resumed text run's own settings; only RESUME_MAY_CHANGE (and where its CSV is) come from the request."""
-    run = resumed_run(requested, "text", also_given=[k for k in settings if k in TEXT_KEYS - {"data"}])
+    run = resumed_run(requested, "text", also_given={k: v for k, v in settings.items() if k in TEXT_KEYS - {"data"}})
     saved = run.config
     text = TextSettings(**{k: v for k, v in saved.items() if k in TEXT_KEYS})
     if not data.startswith("builtin:"):

@@ -206,7 +206,9 @@ def build_model_from_checkpoint(
 
 def _known_options(user: Any, options: dict[str, Any]) -> dict[str, Any]:
     """The recorded options the (possibly changed) file still takes: a removed option is dropped."""
-    from mnistlab.models.usercode import builder_options
+    from mnistlab.models.usercode import builder_options, takes_any_keyword
 
+    if takes_any_keyword(user.builder):
+        return dict(options)  # its **kwargs took them when it trained
     known = builder_options(user.builder)
     return {k: v for k, v in options.items() if k in known}

@@ -23,7 +23,8 @@ from mnistlab.training.trainer import Trainer
 
 def train(
     config: TrainConfig | dict[str, Any] | None = None, *, callbacks: Iterable[Callback] | None = None,
-    model_code: str | Path | None = None, allow_changed_code: bool = False, **overrides: Any,
+    model_code: str | Path | None = None, allow_changed_code: bool = False, given: Iterable[str] | None = None,
+    **overrides: Any,
 ) -> Run:
     """Train a model as configured and return its run folder.
 
@@ -33,6 +34,8 @@ def train(
         callbacks: extra `mnistlab.Callback`s, called after the built-in ones at each hook.
         model_code: resuming a run whose model is a user's file: that file (its sha256 must match
             the one recorded, unless allow_changed_code). A run never imports its code by itself.
+        given: with `resume`, the settings the caller set on purpose (the CLI passes the flags given), so
+            that one set to its default value is noticed too; None: those that differ from the defaults.
         **overrides: TrainConfig fields that replace the config's, e.g. `epochs=2`. `model` may be
             a zoo name or a user's model file, `path/to/file.py:NAME`.
 
@@ -52,7 +55,7 @@ def train(
     cfg = _resolve(config, overrides)
     resume_from: Run | None = None
     if cfg.resume:
-        cfg, resume_from = resume_image_config(cfg, ModelCode.of(model_code, allow_changed_code))
+        cfg, resume_from = resume_image_config(cfg, ModelCode.of(model_code, allow_changed_code), given=given)
     # Under torchrun this joins the process group (DistributedDataParallel); otherwise one process.
     strategy = make_strategy(cfg.device, cfg.threads)
     run = Trainer(ImageTask(), cfg, strategy=strategy, callbacks=callbacks or (), resume_from=resume_from).fit()

@@ -46,18 +46,38 @@ _OTHER_KIND = {
 }
 
 
-def resumed_run(requested: TrainConfig, kind: str, also_given: Iterable[str] = (), code_given: bool = False) -> Run:
+def resumed_run(requested: TrainConfig, kind: str, also_given: dict[str, Any] | None = None,
+                code_given: bool = False, given: Iterable[str] | None = None) -> Run:
     """The run `requested.resume` names, checked to be a `kind` run and asked for nothing a resume ignores.
 
-    `also_given`: settings outside TrainConfig that the caller was given (e.g. text settings);
+    `given`: the TrainConfig settings the caller set (the CLI's flags); None: those that differ
+    from TrainConfig's defaults. `also_given`: other settings given (a text run's), by name.
     `code_given`: `model` names the run's model file (its code, passed again), not a change.
+    A setting given with the run's own value changes nothing and is accepted.
     """
     run = find_run(requested.resume, requested.out)
     if run_task(run) != kind:
         raise UsageError(_OTHER_KIND[kind].format(path=run.path))
     may_change = (*RESUME_MAY_CHANGE, "model") if code_given else RESUME_MAY_CHANGE
-    refuse_ignored([*also_given, *(f for f in changed_fields(requested) if f not in may_change)], run)
+    asked = {name: getattr(requested, name) for name in (changed_fields(requested) if given is None else given)
+             if name in _FIELDS}
+    asked.update(also_given or {})
+    saved = run.config
+    refuse_ignored([name for name, value in asked.items() if name not in may_change
+                    and not _same(value, saved.get(name))], run)
     return run
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as config.yaml would store them (tuples as lists, 2 as 2.0)."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return float(a) == float(b)
+    return a == b
 
 
 def refuse_ignored(given: list[str], run: Run) -> None:
@@ -105,7 +125,8 @@ def resume_changes(requested: TrainConfig, saved: TrainConfig, run: Run) -> dict
 
 
 def resume_image_config(
-    requested: TrainConfig, code: Any, object_model: str | None = None, data_sha256: str | None = None
+    requested: TrainConfig, code: Any, object_model: str | None = None, data_sha256: str | None = None,
+    given: Iterable[str] | None = None,
 ) -> tuple[TrainConfig, Run]:
     """An image run's own config for a resume; only RESUME_MAY_CHANGE comes from the request.
 
@@ -119,13 +140,16 @@ def resume_image_config(
 
     if is_file_model(requested.model) and code.path is None:
         code = ModelCode.of(requested.model, code.allow_changed)
-    run = resumed_run(requested, "image", code_given=code.path is not None or object_model is not None)
+    run = resumed_run(requested, "image", code_given=code.path is not None or object_model is not None, given=given)
     cfg = TrainConfig.from_dict(load_config_file(run.path / "config.yaml"), f"{run.path}/config.yaml")
     if cfg.model.startswith("object:") and object_model != cfg.model:
         how = f"with an object of that class, not {object_model}" if object_model else "from Python"
         raise UsageError(f"{run.path} was trained with a Python object ({cfg.model[len('object:'):]}): resume it "
                          f"{how}: mnistlab.fit(YourNet(...), data, resume={str(run.path)!r})")
     recorded_data = run.config.get("data_sha256")
+    if recorded_data and data_sha256 is None:
+        raise UsageError(f"{run.path} was trained on data given to mnistlab.fit as objects: pass the same data "
+                         f"again, mnistlab.fit(model, data, resume={str(run.path)!r})")
     if data_sha256 is not None and recorded_data and data_sha256 != recorded_data:
         raise UsageError(f"{run.path} was trained on other data than the data given now: pass the same data")
     if is_file_model(cfg.model):
@@ -155,6 +179,22 @@ def steps_done(ckpt: dict[str, Any], steps_per_epoch: int) -> int:
         return int(ckpt["global_step"])
     planned = StepBudget.plan(float(ckpt["config"]["epochs"]), steps_per_epoch).total_steps
     return min(int(ckpt["epoch"]) * steps_per_epoch, planned)
+
+
+def check_same_data(saved: dict[str, Any], now: dict[str, Any], run: Run) -> None:
+    """A resumed run must see the data it was trained on: the same classes, normalisation and digest."""
+    for key in ("classes", "in_channels", "image_size", "sha256"):
+        if key in saved and key in now and saved[key] != now[key]:
+            raise MnistlabError(
+                f"{run.path} was trained on other data than it finds now ({key} differs): resume it on the data "
+                "it was trained on (check --data-dir, or the text run's --data)"
+            )
+    for key in ("mean", "std"):
+        if key in saved and key in now and any(abs(a - b) > 1e-6 for a, b in zip(saved[key], now[key], strict=False)):
+            raise MnistlabError(
+                f"{run.path} was trained on other data than it finds now (its {key} {saved[key]} is now {now[key]}): "
+                "resume it on the data it was trained on (check --data-dir)"
+            )
 
 
 def check_resumable(run: Run, done: int, budget: StepBudget, epochs: float) -> None:
@@ -191,6 +231,11 @@ def restore_last_checkpoint(
     last = run.path / "checkpoints" / "last.pt"
     ckpt = load_checkpoint(last)
     spe = budget.steps_per_epoch
+    if int(ckpt.get("steps_per_epoch", spe)) != spe:
+        raise MnistlabError(
+            f"{run.path} was trained with {ckpt['steps_per_epoch']} steps per epoch, but its data and batch size "
+            f"give {spe} now: resume it on the data it was trained on"
+        )
     done = steps_done(ckpt, spe)
     check_resumable(run, done, budget, epochs)
     load_model_state(model, ckpt["state_dict"], str(last))

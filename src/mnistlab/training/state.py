@@ -22,6 +22,7 @@ class FitState:
     row: dict[str, Any] | None = None  # the epoch's metrics.csv row, valid metrics included
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     global_step: int = 0  # optimizer steps taken in the whole run
+    checkpointed_epoch: int = 0  # the epoch of the last checkpoint written
     train_seconds: float = 0.0
     seconds_before: float = 0.0  # wall time of the sessions before a resume
     started: float = dataclasses.field(default_factory=time.perf_counter)
@@ -51,7 +52,7 @@ class FitState:
         return self.seconds_before + (time.perf_counter() - self.started)
 
 
-def training_state(model: Any, optimizer: Any, scheduler: Any, state: FitState) -> dict[str, Any]:
+def training_state(model: Any, optimizer: Any, scheduler: Any, state: FitState, steps_per_epoch: int) -> dict[str, Any]:
     """The checkpoint entries that resume reads back (plain values and tensors only)."""
     return {
         "state_dict": model.state_dict(),
@@ -63,5 +64,6 @@ def training_state(model: Any, optimizer: Any, scheduler: Any, state: FitState) 
         "train_seconds": state.train_seconds,
         "total_seconds": state.total_seconds,
         "global_step": state.global_step,
+        "steps_per_epoch": steps_per_epoch,
         "mnistlab_version": mnistlab.__version__,
     }

@@ -11,11 +11,12 @@ leaves a true status in summary.json.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 from torch.nn import functional as F
@@ -23,6 +24,7 @@ from torch.nn import functional as F
 import mnistlab
 from mnistlab.config import TrainConfig
 from mnistlab.errors import MnistlabError, Terminated, TrainingDiverged
+from mnistlab.locks import folder_lock
 from mnistlab.runs import Run, write_json, write_yaml
 from mnistlab.scoring import score
 from mnistlab.signals import sigterm_as_interrupt
@@ -34,9 +36,12 @@ from mnistlab.training.epoch import EpochResult, StepBudget, epoch_row, merge_ro
 from mnistlab.training.hardware import seed_everything
 from mnistlab.training.optim import build_optimizer, build_scheduler
 from mnistlab.training.progress import Reporter
-from mnistlab.training.resume import restore_last_checkpoint
+from mnistlab.training.resume import check_same_data, restore_last_checkpoint
 from mnistlab.training.state import FitState, training_state
 from mnistlab.training.strategy import SingleProcess
+
+
+RUN_LOCK = ".lock"  # in the run folder: held by the process training it
 
 
 class Trainer:
@@ -57,6 +62,7 @@ class Trainer:
             builtins = default_callbacks(cfg.patience, plots=cfg.plots, tensorboard=cfg.tensorboard,
                                          mlflow=cfg.mlflow, mlflow_checkpoints=cfg.mlflow_checkpoints)
         self.callbacks = CallbackList([*builtins, *callbacks], is_main=strategy.is_main)
+        self.callbacks.state_dicts()  # a state that checkpoints cannot hold is refused before any run folder
         self.prep: Prepared
         self.budget: StepBudget
         self.run: Run
@@ -66,15 +72,14 @@ class Trainer:
         """Train, test and write the run folder; returns the Run. Errors leave summary.json true to what happened."""
         state = FitState()
         self._setup()
-        self._open(state)
-        with sigterm_as_interrupt(self.strategy.world_size == 1):
+        with self._open(state), sigterm_as_interrupt(self.strategy.world_size == 1):
             try:
                 self.callbacks.call("on_fit_start", self, state)
                 self._train(state)
                 self._test(state)
                 state.status = "completed"
                 self.callbacks.call("on_fit_end", self, state)
-            except (Exception, KeyboardInterrupt) as exc:
+            except (Exception, KeyboardInterrupt, SystemExit) as exc:
                 error = self._ending(state, exc)
                 self.callbacks.call_safely("on_exception", self, state, self.reporter.warn)
                 if error is exc:
@@ -95,23 +100,33 @@ class Trainer:
         self.optimizer = build_optimizer(cfg, self.model, self.strategy.device)
         self.scheduler = build_scheduler(cfg, self.optimizer, self.budget.total_steps, self.budget.steps_per_epoch)
 
-    def _open(self, state: FitState) -> None:
-        """The run folder (a new one, or the resumed run's, brought back to its last checkpoint)."""
+    @contextlib.contextmanager
+    def _open(self, state: FitState) -> Iterator[None]:
+        """The run folder (a new one, or the resumed run's, brought back to its last checkpoint), locked
+        for this process while the block runs: two processes never train one run."""
+        if self.resume_from is None:
+            self.run = Run(self.strategy.make_run_dir(self.cfg.out, self.task.default_name(self.cfg)))
+        path = self.resume_from.path if self.resume_from is not None else self.run.path
+        busy = f"{path} is being trained by another process right now; wait for it to end (or stop it)"
+        with folder_lock(path / RUN_LOCK, busy) if self.strategy.is_main else contextlib.nullcontext():
+            self._restore(state, path)
+            yield
+
+    def _restore(self, state: FitState, path: Path) -> None:
         cfg = self.cfg
         if self.resume_from is not None:
-            path = self.resume_from.path
             resumed = restore_last_checkpoint(
                 self.resume_from, self.model, self.optimizer, self.scheduler, self.callbacks,
                 budget=self.budget, epochs=cfg.epochs, tidy=self.strategy.is_main,
             )
+            check_same_data(resumed.checkpoint.get("data") or {}, self.prep.data_spec, self.resume_from)
             self.strategy.restore_rng(resumed.checkpoint, cfg.seed)
             state.resumed, state.history, state.global_step = True, resumed.history, resumed.global_step
             state.train_seconds, state.seconds_before = resumed.train_seconds, resumed.total_seconds
             state.start_epoch = resumed.start_epoch(self.budget.steps_per_epoch)
             state.partial_epoch = state.start_epoch if resumed.partial_row is not None else None
             state.epoch = state.start_epoch - 1
-        else:
-            path = self.strategy.make_run_dir(cfg.out, self.task.default_name(cfg))
+            state.checkpointed_epoch = int(resumed.checkpoint["epoch"])
         self.run, self.path = Run(path), path
         self.cfg = cfg = dataclasses.replace(cfg, name=path.name, resume=None)
         if self.strategy.is_main:
@@ -206,7 +221,7 @@ class Trainer:
         return {
             "model": self.prep.model_spec,
             "data": self.prep.data_spec,
-            **training_state(self.model, self.optimizer, self.scheduler, state),
+            **training_state(self.model, self.optimizer, self.scheduler, state, self.budget.steps_per_epoch),
             **({"rng_per_rank": rngs} if rngs else {}),
             **self.callbacks.state_dicts(),
             "config": self.task.config_record(self.cfg),
@@ -215,29 +230,45 @@ class Trainer:
     def _ending(self, state: FitState, exc: BaseException) -> BaseException:
         """Record how the run ends (status and stop_reason in `state`) and return the error to raise."""
         state.error, cfg, path = exc, self.cfg, self.path
-        resume = f"{self.task.resume_command} --resume {path}"
         if isinstance(exc, TrainingDiverged):
             state.status, state.stop_reason = "failed", f"diverged: {exc}"
             kept = f"the best checkpoint (epoch {state.best_epoch}) is kept" if state.best_epoch else "no epoch finished"
             return TrainingDiverged(
                 f"training diverged: {exc} (lr {cfg.lr:g}); {kept} in {path}. Try a lower --lr or --clip-grad."
             )
-        if isinstance(exc, KeyboardInterrupt):
-            how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-            state.status = "interrupted"
-            if state.phase == "test":
-                state.stop_reason = f"{how} while computing the test metrics"
-                return type(exc)(
-                    f"{how} after training, while computing the test metrics; all {len(state.history)} epochs "
-                    f"are saved. Finish with: {resume}"
-                )
-            state.stop_reason = f"{how} during epoch {state.epoch}"
-            return type(exc)(
-                f"{how} during epoch {state.epoch}; the checkpoint of epoch {len(state.history)} is saved. "
-                f"Resume with: {resume}"
-            )
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            return self._interrupted(state, exc)
         state.status = "failed"
         # e.g. a full disk while checkpointing: the run folder must not claim to be still running.
         known = isinstance(exc, (MnistlabError, OSError))
         state.stop_reason = f"error: {exc}" if known else f"error: {type(exc).__name__}: {exc}"
         return exc
+
+    def _interrupted(self, state: FitState, exc: BaseException) -> BaseException:
+        """Ctrl-C, SIGTERM or sys.exit(): the run is kept resumable and says how to go on."""
+        resume = self.task.resume_line(self.path)
+        if isinstance(exc, SystemExit):
+            how = f"exited (sys.exit({exc.code!r}))"
+        else:
+            how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        if state.summary is not None:  # completed and tested: only the plots and report were cut short
+            return exc if isinstance(exc, SystemExit) else type(exc)(
+                f"{how} while writing the plots and report; the run is complete. Rewrite them with: "
+                f"mnistlab evaluate {self.path}")
+        state.status = "interrupted"
+        if state.phase == "test":
+            state.stop_reason, message = f"{how} while computing the test metrics", (
+                f"{how} after training, while computing the test metrics; all {len(state.history)} epochs "
+                f"are saved. Finish with: {resume}")
+        else:
+            state.stop_reason, message = f"{how} during epoch {state.epoch}", (
+                f"{how} during epoch {state.epoch}; the checkpoint of epoch {state.checkpointed_epoch} is saved. "
+                f"Resume with: {resume}")
+        return exc if isinstance(exc, SystemExit) else type(exc)(message)
+
+    def check_folder(self) -> None:
+        """Stop (without writing anything more) when the run folder was deleted or moved while training."""
+        if not (self.path / "config.yaml").is_file():
+            raise MnistlabError(f"the run folder {self.path} was deleted or moved while training: stopped")
+
+

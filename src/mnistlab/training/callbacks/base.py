@@ -17,7 +17,8 @@ HOOKS = ("on_fit_start", "on_epoch_start", "on_validation_end", "on_epoch_end", 
 # Checkpoint entries the trainer itself writes: a callback's state_key may not reuse them.
 CORE_KEYS = frozenset({
     "kind", "format_version", "model", "data", "state_dict", "optimizer", "scheduler", "rng", "rng_per_rank",
-    "epoch", "history", "train_seconds", "total_seconds", "global_step", "mnistlab_version", "config",
+    "epoch", "history", "train_seconds", "total_seconds", "global_step", "steps_per_epoch", "mnistlab_version",
+    "config",
 })
 
 
@@ -106,13 +107,14 @@ class CallbackList:
                 warn(f"callback {type(cb).__name__}.{hook} failed: {exc}")
 
     def state_dicts(self) -> dict[str, Any]:
-        """{state_key: state} of the callbacks that have state, for the checkpoint."""
+        """{state_key: state} of the callbacks that have state, for the checkpoint (plain values only)."""
         out = {}
         for cb in self.callbacks:
             key, state = checkpoint_key(cb), cb.state_dict()
             if state:
                 if key in CORE_KEYS:
                     raise UsageError(f"callback {type(cb).__name__} uses the reserved checkpoint key {key!r}")
+                _check_plain(state, f"callback {type(cb).__name__}'s state_dict()")
                 out[key] = state
         return out
 
@@ -121,3 +123,26 @@ class CallbackList:
             key = checkpoint_key(cb)
             if key in ckpt and key not in CORE_KEYS:
                 cb.load_state_dict(ckpt[key])
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Checkpoints load with weights_only=True: a state of other objects would make every one unloadable."""
+    import torch
+
+    # type(), not isinstance: numpy's float64 is a float subclass, yet weights_only refuses to load it.
+    if value is None or type(value) in (bool, int, float, str) or isinstance(value, torch.Tensor):
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, (str, int)):
+                raise UsageError(f"{where} has a key of type {type(key).__name__}: use str or int keys")
+            _check_plain(item, f"{where}[{key!r}]")
+        return
+    raise UsageError(
+        f"{where} holds a {type(value).__module__}.{type(value).__name__}: checkpoints keep plain values only "
+        "(numbers, strings, lists, dicts, tensors); convert it (e.g. float(x), x.tolist())"
+    )

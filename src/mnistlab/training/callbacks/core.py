@@ -75,20 +75,24 @@ class Checkpoint(Callback):
         folder = trainer.path / "checkpoints"
         partial = state.row.get("steps", 0) < trainer.budget.steps_per_epoch
         before = folder / BEST_BEFORE_PARTIAL
-        if trainer.strategy.is_main and partial and state.improved and (folder / "best.pt").is_file():
-            link_or_copy(folder / "best.pt", before)
+        main = trainer.strategy.is_main
+        if main and partial and state.improved and (folder / "best.pt").is_file() and not before.is_file():
+            link_or_copy(folder / "best.pt", before)  # the best before this epoch, kept until the epoch is whole
         self._save(trainer, state, best=state.improved)
-        if not trainer.strategy.is_main or partial or not before.is_file():
+        if not main or not before.is_file():
             return
-        # A partial epoch that was the best has been completed: best.pt is either this epoch or the one before.
+        # This epoch was once the best while partial: best.pt is either it or the best from before it.
         if not state.improved and int(load_checkpoint(before).get("epoch", -1)) == state.best_epoch:
             link_or_copy(before, folder / "best.pt")
-        os.unlink(before)
+        if not partial:
+            os.unlink(before)
 
     def _save(self, trainer: Any, state: FitState, best: bool) -> None:
         payload = trainer.checkpoint_payload(state)  # a collective: every rank calls it
         if trainer.strategy.is_main:
+            trainer.check_folder()
             self.save(trainer.path / "checkpoints", payload, best)
+        state.checkpointed_epoch = state.epoch
 
     def save(self, folder: Path, payload: dict[str, Any], best: bool) -> None:
         """Write last.pt, then make best.pt the same file when `best` (last.pt is complete first)."""
@@ -113,6 +117,10 @@ class Summary(Callback):
         state.summary = self._write(trainer, state, state.status, state.stop_reason, extra)
 
     def on_exception(self, trainer: Any, state: FitState) -> None:
+        if state.summary is not None or not (trainer.path / "config.yaml").is_file():
+            return  # completed already (the report was interrupted), or the run folder is gone
+        # The epochs that reached a checkpoint: a row whose checkpoint failed to write is not kept.
+        state.history = [r for r in state.history if r["epoch"] <= state.checkpointed_epoch]
         try:
             self._write(trainer, state, state.status, state.stop_reason)
         except (MnistlabError, OSError):
