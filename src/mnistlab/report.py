@@ -24,6 +24,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from mnistlab.display import html_table, metrics_table, per_class_table, run_facts
+from mnistlab.display import num as _num
 from mnistlab.runs import Run, _atomic_text, load_run
 
 PLOTS = ("curves", "confusion_matrix", "misclassified", "samples")
@@ -288,14 +290,6 @@ def _fmt_list(values: Any) -> str:
 Block = tuple[Any, ...]
 
 
-def _num(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 def _scored_label(summary: dict[str, Any], checkpoint: str | None, epoch: int | None) -> str | None:
     """`last (epoch 7)`: the checkpoint whose test metrics the report shows."""
     if checkpoint is None:
@@ -315,37 +309,16 @@ def _report_blocks(
     import yaml
 
     b: list[Block] = [("h1", f"Run {run.name}")]
-    params = summary.get("parameters")
-    train_s, total_s = summary.get("train_seconds"), summary.get("total_seconds")
-    facts = [
-        ("model", config.get("model")),
-        ("dataset", config.get("dataset") or config.get("data")),
-        ("parameters", f"{params:,}" if isinstance(params, int) else params),
-        ("status", summary.get("status", "unknown")),
-        ("stop reason", summary.get("stop_reason")),
-        ("epochs run", summary.get("epochs_run", len(history))),
-        ("best epoch", summary.get("best_epoch")),
-        ("best valid loss / accuracy",
-         f"{_num(summary.get('best_valid_loss'))} / {_num(summary.get('best_valid_accuracy'))}"),
-        ("training time", f"{train_s:.1f} s in the training steps" + (f", {total_s:.1f} s in all" if total_s else "")
-         if isinstance(train_s, (int, float)) else None),
-        ("checkpoint scored", scored),
-    ]
+    facts = [*run_facts(config, summary, history), ("checkpoint scored", scored)]
     b.append(("table", ["run", "value"], [[k, "-" if v is None else str(v)] for k, v in facts]))
 
     b.append(("h2", "Test metrics"))
     if metrics.get("accuracy") is not None:
-        b.append(("table", ["accuracy", "precision (macro)", "recall (macro)", "F1 (macro)", "AUC (macro, OvR)",
-                            "loss", "texts" if config.get("task") == "text" else "images"],
-                  [[_num(metrics.get("accuracy")), _num(metrics.get("precision_macro")),
-                    _num(metrics.get("recall_macro")), _num(metrics.get("f1_macro")), _num(metrics.get("auc_macro")),
-                    _num(metrics.get("loss")), _num(metrics.get("samples"))]]))
-        per = metrics.get("per_class") or []
+        b.append(("table", *metrics_table(metrics, "texts" if config.get("task") == "text" else "images")))
+        headers, per = per_class_table(metrics)
         if per:
             b.append(("h3", "Per class"))
-            b.append(("table", ["class", "precision", "recall", "F1", "support"],
-                      [[str(r["class"]), _num(r["precision"]), _num(r["recall"]), _num(r["f1"]), str(r["support"])]
-                       for r in per]))
+            b.append(("table", headers, per))
     elif summary.get("test_texts") == 0:
         b.append(("p", "No test metrics: this run has no test split (test fraction 0)."))
     else:
@@ -426,12 +399,7 @@ def _to_html(blocks: list[Block], title: str) -> str:
         elif kind == "p":
             out.append(f"<p>{e(block[1])}</p>")
         elif kind == "table":
-            headers, rows = block[1], block[2]
-            out.append("<table>")
-            if any(headers):
-                out.append("<tr>" + "".join(f"<th>{e(str(h))}</th>" for h in headers) + "</tr>")
-            out += ["<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in rows]
-            out.append("</table>")
+            out.append(html_table(block[1], block[2]))
         elif kind == "img":
             out.append(f"<p><img src='{e(block[2])}' alt='{e(block[1])}'></p>")
         elif kind == "pre":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -92,7 +93,9 @@ class ImageTask:
         model = self._build(cfg, data)
         if cfg.init == "zeros":
             reporter.warn("init 'zeros' sets every weight to 0: units in a layer stay identical and the network cannot learn")
-        init_weights(model, cfg.init)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "init 'zeros'", UserWarning)  # said once, by the reporter
+            init_weights(model, cfg.init)
         conv = has_conv(model)
         self.channels_last = cfg.channels_last if cfg.channels_last is not None else conv
         use_amp = cfg.amp == "bf16" or (cfg.amp == "auto" and native_bf16(device) and (device.type == "cuda" or conv))

@@ -6,6 +6,7 @@ from typing import Any
 
 from mnistlab.errors import UsageError
 from mnistlab.training.callbacks.base import Callback
+from mnistlab.training.progress import in_notebook
 from mnistlab.training.state import FitState
 
 
@@ -25,6 +26,32 @@ class Progress(Callback):
             trainer.reporter.result(state.summary, str(trainer.path))
         else:
             trainer.reporter.info(f"{trainer.prep.no_test}; run folder: {trainer.path}")
+
+    def on_exception(self, trainer: Any, state: FitState) -> None:
+        # In a notebook the stop button raises KeyboardInterrupt: say how to go on in Python, where the
+        # user is (the exception's message names the command line's way).
+        if state.status == "interrupted" and in_notebook():
+            trainer.reporter.info(f"{state.stop_reason}: {len(state.history)} finished epochs are saved in "
+                                  f"{trainer.path}. Resume with: {python_resume(trainer)}")
+
+
+# The Python function of each task's command (Task.resume_command).
+_PYTHON_RESUME = {"mnistlab train": "mnistlab.train", "mnistlab text train": "mnistlab.text.train_text"}
+
+
+def python_resume(trainer: Any) -> str:
+    """The Python call that resumes the trainer's run: mnistlab.fit for a model object or data given to fit."""
+    path, model = str(trainer.path), str(trainer.cfg.model)
+    given = getattr(trainer.task, "given_data", None) is not None
+    if model.startswith("object:") or given:
+        built = f"{model.rsplit('.', 1)[-1]}(...)" if model.startswith("object:") else repr(model)
+        data = "data" if given else repr(trainer.cfg.dataset)
+        return f"mnistlab.fit({built}, {data}, resume={path!r})  (the same model class and data)"
+    function = _PYTHON_RESUME.get(trainer.task.resume_command)
+    if function is None:
+        return f"{trainer.task.resume_command} --resume {path}"
+    code = f", model_code={model.rsplit(':', 1)[0]!r}" if ".py:" in model else ""
+    return f"{function}(resume={path!r}{code})"
 
 
 def require_tensorboard() -> None:
