@@ -61,7 +61,8 @@ def progress_bar(total: int | None = None, desc: str = "", *, show: bool | None 
         if _have_widgets():
             from tqdm.notebook import tqdm as notebook_tqdm
 
-            return notebook_tqdm(iterable, total=total, desc=desc, leave=False, **options)
+            return notebook_tqdm(iterable, total=total, desc=desc, leave=False,
+                                 mininterval=_NOTEBOOK_REFRESH_SECONDS, **options)
         # position=0: never the cursor-up codes tqdm uses to stack bars.
         return std.tqdm(iterable, total=total, desc=desc, leave=False, file=sys.stdout, position=0,
                         ncols=_NOTEBOOK_COLUMNS, mininterval=_NOTEBOOK_REFRESH_SECONDS, **options)
