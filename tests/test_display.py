@@ -17,6 +17,7 @@ from PIL import Image
 from torch import nn
 
 import mnistlab
+import mnistlab.text
 from mnistlab.data.synthetic import make_fake_mnist
 from mnistlab.errors import DataError, MnistlabError, UsageError
 
@@ -251,3 +252,38 @@ def test_example_notebooks_are_committed_without_outputs_and_linked_from_the_rea
         code = [c for c in nb["cells"] if c["cell_type"] == "code"]
         assert code and all(c["outputs"] == [] and c["execution_count"] is None for c in code), name
         assert f"(examples/{name}.ipynb)" in readme
+
+
+class _StopAfterFirstEpoch(mnistlab.Callback):
+    """Raises KeyboardInterrupt (the notebook's stop button) once epoch 1 is saved; keeps the trainer."""
+
+    def __init__(self) -> None:
+        self.trainer = None
+
+    def on_epoch_end(self, trainer, state) -> None:  # type: ignore[no-untyped-def]
+        self.trainer = trainer
+        raise KeyboardInterrupt
+
+
+def test_the_python_resume_hint_resumes(fake_mnist_root: Path, tmp_path: Path) -> None:
+    """What a notebook prints after the stop button, run as printed, continues the run in its folder."""
+    from mnistlab.training.callbacks.output import python_resume
+
+    stop = _StopAfterFirstEpoch()
+    with pytest.raises(KeyboardInterrupt, match="Resume with: mnistlab train --resume"):
+        mnistlab.train(mnistlab.TrainConfig(model="logistic", data_dir=str(fake_mnist_root), epochs=2,
+                                            out=str(tmp_path / "runs"), progress="quiet", plots=False),
+                       callbacks=[stop])
+    hint = python_resume(stop.trainer)
+    assert hint == f"mnistlab.train(resume={str(tmp_path / 'runs' / 'logistic')!r})"
+    run = eval(hint, {"mnistlab": mnistlab})  # noqa: S307 - the hint is ours
+    assert run.path == tmp_path / "runs" / "logistic" and run.summary["status"] == "completed"
+    assert run.summary["epochs_run"] == 2
+
+    stop = _StopAfterFirstEpoch()
+    with pytest.raises(KeyboardInterrupt):
+        mnistlab.text.train_text("builtin:sentiment", epochs=3, out=str(tmp_path / "runs"), progress="quiet",
+                                 plots=False, callbacks=[stop])
+    hint = python_resume(stop.trainer)
+    assert hint.startswith("mnistlab.text.train_text(resume=")
+    assert eval(hint, {"mnistlab": mnistlab}).summary["epochs_run"] == 3  # noqa: S307

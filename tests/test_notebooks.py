@@ -119,7 +119,9 @@ def test_text_bar_without_ipywidgets_and_two_runs_in_one_kernel(tmp_path: Path) 
 @pytest.mark.slow
 def test_widget_bar_with_ipywidgets(tmp_path: Path) -> None:
     pytest.importorskip("ipywidgets")
-    nb = execute([SETUP, f"run = {FIT.format(epochs=2, more=', plots=False')}"], tmp_path)
+    fit = FIT.format(epochs=2, more=", plots=False")
+    nb = execute([SETUP, f"run = {fit}", f"os.environ['QT_API'] = 'pyqt5'  # Qt Console draws no widgets\nrun = {fit}"],
+                 tmp_path)
     no_stderr(nb)  # no TqdmExperimentalWarning either
     cell = nb.cells[1]
     widgets = [o for o in cell.outputs if WIDGET_MIME in o.get("data", {})]
@@ -127,6 +129,9 @@ def test_widget_bar_with_ipywidgets(tmp_path: Path) -> None:
     out = streams(cell, "stdout")
     assert "%|" not in out and "\r" not in out
     assert [line.split()[0] for line in visible(out)] == ["data:", "training", "epoch", "epoch", "test", "run"]
+    qt = nb.cells[2]
+    assert not any(WIDGET_MIME in o.get("data", {}) for o in qt.outputs)
+    assert "\repoch 1/2:" in streams(qt, "stdout")  # the text bar instead
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@
 
 A bar fits where it is shown (`progress_bar`): on a terminal, tqdm's bar on stderr, redrawn in
 place; in a Jupyter kernel (Jupyter, JupyterLab, VS Code, Colab), whose streams are never
-terminals, tqdm's widget bar when ipywidgets is installed, else a text bar on stdout that a
+terminals, tqdm's widget bar when ipywidgets is installed (and the frontend is no Qt Console), else a text bar on stdout that a
 notebook's output area redraws in place (carriage returns only: no escape codes, no line per
 update, refreshed at most once a second); elsewhere (a pipe, a log file) none.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from collections.abc import Iterable
 from typing import Any, TextIO
@@ -37,7 +38,10 @@ def in_notebook() -> bool:
 
 
 def _have_widgets() -> bool:
-    """ipywidgets is importable, so tqdm's notebook bar can draw (it warns and fails without)."""
+    """ipywidgets is importable, so tqdm's notebook bar can draw (it warns and fails without), and the
+    frontend draws widgets: not Qt Console or Spyder (their kernels are kernels too; tqdm checks the same)."""
+    if any(key == "QT_API" or key.startswith("SPYDER") for key in os.environ):
+        return False
     try:
         from tqdm.notebook import IProgress
     except ImportError:
