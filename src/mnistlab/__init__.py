@@ -29,6 +29,7 @@ _LAZY = {
     "MlflowTracker": "mnistlab.training.callbacks",
     "fit": "mnistlab.fitting",
     "load_model": "mnistlab.fitting",
+    "compare": "mnistlab.compare",
 }
 
 __all__ = ["__version__", *_LAZY]

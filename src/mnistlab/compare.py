@@ -9,8 +9,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 import glob
+import html
 import io
 import math
+import sys
+import types
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -310,6 +313,74 @@ def compare_runs(
         except MnistlabError as exc:
             notes.append(f"{p}: {exc}, skipped")
     return sort_rows(rows, sort), notes
+
+
+class RunTable:
+    """What `mnistlab.compare` returns: one row per run (the columns of `mnistlab compare`), shown as an
+    HTML table in a notebook and as the text table by print(); `to_pandas()` makes a DataFrame.
+
+    `rows` holds the raw values (dicts keyed by COLUMNS, plus `path`); `notes` says which arguments
+    were skipped and why.
+    """
+
+    def __init__(self, rows: list[dict[str, Any]], notes: list[str]) -> None:
+        self.rows, self.notes = rows, notes
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Any:
+        return iter(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.rows[index]
+
+    def __str__(self) -> str:
+        return format_rows(self.rows, "table") + "".join(f"note: {n}\n" for n in self.notes)
+
+    def __repr__(self) -> str:
+        return f"<RunTable of {len(self.rows)} runs>"
+
+    def _repr_html_(self) -> str:
+        from mnistlab.display import html_table
+
+        cells = [[_cell(c, row.get(c)) for c in COLUMNS] for row in self.rows]
+        notes = "".join(f"<p>note: {html.escape(n)}</p>" for n in self.notes)
+        return html_table(list(COLUMNS.values()), cells) + notes
+
+    def to_pandas(self) -> Any:
+        """A pandas DataFrame of the rows (raw numbers), indexed by run name. Needs pandas (not a dependency)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise UsageError("to_pandas() needs pandas: pip install pandas (or pip install 'mnistlab[notebook]')") from None
+        return pd.DataFrame([{c: row.get(c) for c in [*COLUMNS, "path"]} for row in self.rows],
+                            columns=[*COLUMNS, "path"]).set_index("name")
+
+
+def compare(*runs: str | Path | Run, sort: str | None = None) -> RunTable:
+    """Runs side by side, as `mnistlab compare RUN...` shows them: `mnistlab.compare("runs/*", sort="accuracy")`.
+
+    Args:
+        *runs: run folders, Runs, folders of runs (a sweep) or globs.
+        sort: a --sort key (test_accuracy, f1, train_seconds, name, ...); None keeps the given order.
+
+    Returns:
+        A RunTable (HTML in a notebook, `.rows`, `.to_pandas()`).
+    """
+    rows, notes = compare_runs([r.path if isinstance(r, Run) else r for r in runs], sort=sort)
+    return RunTable(rows, notes)
+
+
+class _CallableModule(types.ModuleType):
+    """`mnistlab.compare(...)` calls `compare`: importing this module sets the package's attribute
+    `compare` to the module itself (Python does that for every submodule), which must stay callable."""
+
+    def __call__(self, *runs: str | Path | Run, sort: str | None = None) -> RunTable:
+        return compare(*runs, sort=sort)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 
 def plot_valid_curves(paths: Sequence[str | Path], out: str | Path) -> Path:

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from mnistlab.data.recreate import run_dataset, split_images
+from mnistlab.display import Metrics
 from mnistlab.errors import MnistlabError, UsageError
 from mnistlab.models.usercode import ModelCode
 from mnistlab.runs import Run, load_run
@@ -20,33 +22,10 @@ from mnistlab.scoring import predict_logits, score
 __all__ = ["evaluate", "predict_logits", "run_dataset", "score", "split_images"]
 
 
-def split_images(data: Any, config: dict[str, Any], split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The images and labels of `split` (train/valid/test), recreated exactly as the run split them."""
-    from mnistlab.data import split_indices
-
-    if split == "test":
-        return data.test_images, data.test_labels
-    train_idx, valid_idx = split_indices(
-        data.train_labels, float(config.get("valid_fraction") or 0.0), int(config.get("seed", 0)),
-        bool(config.get("stratify", False)),
-    )
-    idx = valid_idx if split == "valid" else train_idx
-    if split == "valid" and len(idx) == 0:
-        raise UsageError("this run has no validation split (valid_fraction was 0); use --split test")
-    return data.train_images[idx], data.train_labels[idx]
-
-
 def evaluate(
-    run: str | Path | Run,
-    split: str = "test",
-    *,
-    checkpoint: str = "best",
-    data_dir: str | None = None,
-    device: str = "auto",
-    plots: bool = False,
-    model_code: str | Path | None = None,
-    allow_changed_code: bool = False,
-    model: Any = None,
+    run: str | Path | Run, split: str = "test", *, checkpoint: str = "best", data_dir: str | None = None,
+    device: str = "auto", plots: bool = False, model_code: str | Path | None = None,
+    allow_changed_code: bool = False, model: Any = None,
 ) -> dict[str, Any]:
     """Evaluate a run's checkpoint on one split of its dataset.
 
@@ -62,7 +41,8 @@ def evaluate(
 
     Returns:
         The metrics dict (accuracy, precision_macro, recall_macro, f1_macro, auc_macro,
-        confusion_matrix, per_class, samples, loss) plus `split` and `checkpoint`.
+        confusion_matrix, per_class, samples, loss) plus `split` and `checkpoint`; a dict that a
+        notebook shows as tables and the confusion matrix picture (mnistlab.display.Metrics).
 
     Example:
         >>> metrics = evaluate("runs/fast")            # doctest: +SKIP
@@ -72,7 +52,7 @@ def evaluate(
         # Text runs (mnistlab text train) re-split their CSV; same metrics dict shape.
         from mnistlab.text.engine import evaluate_text
 
-        return evaluate_text(run, split, checkpoint=checkpoint, device=device, plots=plots)
+        return Metrics(evaluate_text(run, split, checkpoint=checkpoint, device=device, plots=plots), "texts")
     from mnistlab.training.hardware import select_device
 
     if split not in ("test", "valid", "train"):
@@ -95,7 +75,7 @@ def evaluate(
     metrics.update(split=split, checkpoint=checkpoint, epoch=ckpt.get("epoch"))
     if plots:
         _write_report(run, logits, split, checkpoint, ckpt.get("epoch"), data)
-    return metrics
+    return Metrics(metrics)
 
 
 def _load_model(run: Run, checkpoint: str, code: ModelCode, model: Any = None) -> tuple[Any, dict[str, Any]]:
@@ -109,37 +89,6 @@ def _load_model(run: Run, checkpoint: str, code: ModelCode, model: Any = None) -
         raise MnistlabError(f"run {run.path} has no {checkpoint} checkpoint ({ckpt_path})")
     ckpt = load_checkpoint(ckpt_path)
     return build_model_from_checkpoint(ckpt, str(ckpt_path), code=code, model=model), ckpt
-
-
-def run_dataset(config: dict[str, Any], classes: list[str], data_dir: str | None = None,
-                name: str | None = None, shape: dict[str, Any] | None = None) -> Any:
-    """A run's dataset (or dataset `name` instead), checked to have the classes the model was trained on.
-
-    Args:
-        config: the run's config (its dataset, data_dir and seed: the seed of a folder: or csv:
-            dataset's held-out test split; channels, image_size and labels).
-        classes: the checkpoint's class names.
-        data_dir: where the dataset lives, if not where the run found it.
-        shape: the checkpoint's "data" (in_channels, image_size): a folder: dataset is read in the
-            shape the run trained on, whatever --channels auto would decide now.
-    """
-    from mnistlab.data import load_dataset
-    from mnistlab.data.sources import data_options
-
-    name = name or config["dataset"]
-    if name == "tensors" or str(name).startswith("dataset:"):
-        raise MnistlabError(
-            f"this run was trained on data passed to mnistlab.fit ({name}), which no run folder holds: "
-            "evaluate its model on your data in Python (mnistlab.load_model(run, ...))"
-        )
-    options = data_options({**config, "dataset": name}, shape)
-    data = load_dataset(name, data_dir or config.get("data_dir"), seed=int(config.get("seed", 0)), **options)
-    if list(data.classes) != list(classes):
-        raise MnistlabError(
-            f"the dataset {name!r} found now has classes {list(data.classes)[:5]}..., "
-            f"but the run was trained on {list(classes)[:5]}...; pass the right dataset or --data-dir"
-        )
-    return data
 
 
 def _write_report(run: Run, logits: torch.Tensor, split: str, checkpoint: str, epoch: int | None, data: Any) -> None:

@@ -1,21 +1,41 @@
-"""Pictures, rendered headless with matplotlib's Agg backend (never opens a window)."""
+"""Pictures, drawn with matplotlib's object API: no pyplot, so no global figure list and no backend switch.
+
+A notebook keeps its own backend (figures drawn here never replace `%matplotlib inline`), and the
+figures these functions return show there as PNG images by themselves (`InlineFigure`).
+"""
 
 from __future__ import annotations
 
+import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+
+from matplotlib.figure import Figure
 
 from mnistlab.errors import UsageError
 
+_DPI = 100
 
-def _pyplot() -> Any:
-    import matplotlib
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+class InlineFigure(Figure):
+    """A matplotlib Figure that shows as a PNG in a notebook, whether or not pyplot was ever imported."""
 
-    return plt
+    def _repr_png_(self) -> bytes:
+        return figure_png(self)
+
+
+def new_figure(**options: Any) -> InlineFigure:
+    """A figure of its own (`matplotlib.figure.Figure(**options)`), not registered with pyplot."""
+    return InlineFigure(**options)
+
+
+def figure_png(fig: Any) -> bytes:
+    """The figure as PNG bytes, as save_figure writes it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=_DPI, bbox_inches="tight")
+    return buf.getvalue()
 
 
 def _integer_ticks(ax: Any) -> None:
@@ -26,14 +46,13 @@ def _integer_ticks(ax: Any) -> None:
 
 
 def save_figure(fig: Any, path: str | Path) -> Path:
-    """Save a figure atomically as PNG and close it."""
+    """Save a figure atomically as PNG."""
     from mnistlab.training.checkpoint import atomic_write_bytes
 
     p = Path(path)
     if p.suffix.lower() != ".png":
         raise UsageError(f"{p}: pictures are written as PNG; use a .png file name")
-    atomic_write_bytes(p, lambda fh: fig.savefig(fh, format="png", dpi=100, bbox_inches="tight"))
-    _pyplot().close(fig)
+    atomic_write_bytes(p, lambda fh: fh.write(figure_png(fig)))
     return p
 
 
@@ -41,11 +60,11 @@ def save_image_grid(
     images: Any, titles: Sequence[str], path: str | Path, *, title: str | None = None, ncols: int | None = None
 ) -> Path:
     """A labelled grid of uint8 images [N, C, H, W] (grayscale or RGB), like the tutorials' subplots."""
-    plt = _pyplot()
     n = len(images)
     ncols = ncols or min(8, max(1, n))
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.4 * ncols, 1.6 * nrows + (0.4 if title else 0)), squeeze=False)
+    fig = new_figure(figsize=(1.4 * ncols, 1.6 * nrows + (0.4 if title else 0)))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= n:
@@ -65,8 +84,13 @@ def save_image_grid(
 def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, *, best_epoch: int | None = None,
                 title: str | None = None) -> Path:
     """Loss and accuracy per epoch, train and valid, in two panels; the best epoch is marked."""
-    plt = _pyplot()
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    return save_figure(curves_figure(history, best_epoch=best_epoch, title=title), path)
+
+
+def curves_figure(history: Sequence[dict[str, Any]], *, best_epoch: int | None = None, title: str | None = None) -> Any:
+    """The figure of plot_curves: metrics.csv rows -> loss and accuracy panels."""
+    fig = new_figure(figsize=(10, 3.8))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     epochs = [r["epoch"] for r in history]
     for ax, metric, label in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
         for split, style in (("train", "-o"), ("valid", "-s")):
@@ -83,21 +107,26 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, *, best_epo
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    return save_figure(fig, path)
+    return fig
 
 
 def plot_confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path, *,
                           title: str | None = None) -> Path:
     """The confusion matrix as counts and row-normalised (recall per true class), side by side."""
+    return save_figure(confusion_figure(matrix, classes, title=title), path)
+
+
+def confusion_figure(matrix: Sequence[Sequence[int]], classes: Sequence[str], *, title: str | None = None) -> Any:
+    """The figure of plot_confusion_matrix."""
     import numpy as np
 
-    plt = _pyplot()
     cm = np.asarray(matrix, dtype=np.int64)
     rows = cm.sum(axis=1, keepdims=True)
     norm = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
     k = len(cm)
     size = max(4.0, 0.45 * k + 1.5)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size))
+    fig = new_figure(figsize=(2 * size + 1, size))
+    axes = fig.subplots(1, 2)
     names = [str(c)[:12] for c in classes]
     # Cell numbers only while they stay readable.
     annotate = k <= 15
@@ -119,14 +148,14 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str
                             color="white" if v > cut else "black")
     if title:
         fig.suptitle(title)
-    return save_figure(fig, path)
+    return fig
 
 
 def plot_accuracy_overlay(curves: dict[str, Sequence[tuple[int, float]]], path: str | Path, *,
                           title: str | None = None, ylabel: str = "accuracy") -> Path:
     """Several runs' accuracy per epoch on one axis (one line per run)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig = new_figure(figsize=(8, 4.5))
+    ax = fig.subplots()
     for name, points in curves.items():
         ax.plot([p[0] for p in points], [p[1] for p in points], "-o", markersize=3, label=name)
     ax.set_xlabel("epoch")
@@ -142,9 +171,9 @@ def plot_accuracy_overlay(curves: dict[str, Sequence[tuple[int, float]]], path: 
 def plot_bars(names: Sequence[str], values: Sequence[float | None], path: str | Path, *,
               title: str | None = None, ylabel: str = "") -> Path:
     """A horizontal bar per name with its value written on it; None (a failed run) shows as 'failed'."""
-    plt = _pyplot()
     n = len(names)
-    fig, ax = plt.subplots(figsize=(8, 0.45 * n + 1.2))
+    fig = new_figure(figsize=(8, 0.45 * n + 1.2))
+    ax = fig.subplots()
     vals = [0.0 if v is None else float(v) for v in values]
     bars = ax.barh(range(n), vals, color=["tab:red" if v is None else "tab:blue" for v in values])
     ax.set_yticks(range(n), [str(s) for s in names], fontsize=8)
@@ -162,8 +191,8 @@ def plot_bars(names: Sequence[str], values: Sequence[float | None], path: str | 
 
 def save_message(path: str | Path, message: str) -> Path:
     """A small picture holding only a message (e.g. "no misclassified test images")."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 1.2))
+    fig = new_figure(figsize=(5, 1.2))
+    ax = fig.subplots()
     ax.axis("off")
     ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=12)
     return save_figure(fig, path)

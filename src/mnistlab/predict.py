@@ -315,13 +315,15 @@ class Predictor:
         self.channels_last = False
 
     @classmethod
-    def from_checkpoint(cls, ckpt: dict[str, Any], source: str = "checkpoint", code: Any = None) -> "Predictor":
-        """Build from a loaded checkpoint dict (`code`: a usercode.ModelCode, for a model from a user's file)."""
+    def from_checkpoint(cls, ckpt: dict[str, Any], source: str = "checkpoint", code: Any = None,
+                        model: Any = None) -> "Predictor":
+        """Build from a loaded checkpoint dict (`code`: a usercode.ModelCode, for a model from a user's file;
+        `model`: a fresh instance, for a run of a module object passed to mnistlab.fit)."""
         from mnistlab.training.checkpoint import build_model_from_checkpoint
 
         if (ckpt.get("config") or {}).get("task") == "text":
             raise CheckpointError(f"{source} is a text run's checkpoint; predict text with `mnistlab text predict`")
-        model = build_model_from_checkpoint(ckpt, source, code=code)
+        model = build_model_from_checkpoint(ckpt, source, code=code, model=model)
         data = ckpt["data"]
         predictor = cls(model, data["mean"], data["std"], data["classes"],
                         in_channels=int(data["in_channels"]), image_size=int(data["image_size"]))
@@ -337,12 +339,12 @@ class Predictor:
         return predictor
 
     @classmethod
-    def from_run(cls, run: Any, checkpoint: str = "best", code: Any = None) -> "Predictor":
+    def from_run(cls, run: Any, checkpoint: str = "best", code: Any = None, model: Any = None) -> "Predictor":
         """Build from a run folder (or a Run, or a checkpoint .pt file directly)."""
         from mnistlab.training.checkpoint import load_checkpoint
 
         path = load_checkpoint_path(run, checkpoint)
-        return cls.from_checkpoint(load_checkpoint(path), str(path), code)
+        return cls.from_checkpoint(load_checkpoint(path), str(path), code, model)
 
     def predict_logits(self, images: np.ndarray) -> np.ndarray:
         """Float32 logits [N, K] for images [N, H, W] or [N, C, H, W], in batches of `batch_size`.
@@ -418,16 +420,16 @@ class Predictor:
 
 def load_checkpoint_path(run: Any, checkpoint: str = "best") -> Path:
     """The checkpoint file for RUN: a run folder's `checkpoints/<checkpoint>.pt`, or a .pt file itself."""
-    from mnistlab.runs import Run, load_run
+    from mnistlab.runfolder import check_run_folder, checkpoint_file
 
-    if not isinstance(run, Run):
-        p = Path(run)
-        if p.is_file():
-            return p
-    r = load_run(run)
-    path = r.checkpoint_path(checkpoint)
+    folder = getattr(run, "path", None)  # a Run
+    if folder is None:
+        if Path(run).is_file():
+            return Path(run)
+        folder = check_run_folder(run)
+    path = checkpoint_file(folder, checkpoint)
     if not path.is_file():
-        raise MnistlabError(f"run {r.path} has no {checkpoint} checkpoint ({path})")
+        raise MnistlabError(f"run {folder} has no {checkpoint} checkpoint ({path})")
     return path
 
 

@@ -28,12 +28,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 
 from mnistlab.errors import DataError, UsageError
 from mnistlab.predict import Batch, Predictor, probabilities
+from mnistlab.predict_inputs import object_sources
 from mnistlab.predict_inputs import open_inputs  # noqa: F401 - part of this module's API (see the example)
 from mnistlab.signals import sigterm_as_interrupt
 
@@ -202,3 +203,42 @@ def predict_to_csv(predictor: Predictor, sources: Sequence[Any], out: str | Path
     with sigterm_as_interrupt():  # `timeout`, a scheduler: the temp file goes too, as on Ctrl-C
         atomic_write_bytes(Path(out), write)
     return outcomes[0]
+
+
+class Predictions(NamedTuple):
+    """What `Run.predict` returns: `labels, probabilities = run.predict(images)`."""
+
+    labels: list[str]  # the predicted class of each image (its name: "7" for MNIST's digit 7), in input order
+    probabilities: np.ndarray  # float32 [N, K]: column k is the k-th class of the model (MNIST: digit k)
+
+
+class _Collect:
+    """A sink keeping every batch's probabilities, in order."""
+
+    def __init__(self) -> None:
+        self.parts: list[np.ndarray] = []
+
+    def write(self, source: Any, batch: Batch, probs: np.ndarray) -> None:
+        self.parts.append(probs)
+
+
+def predict_objects(predictor: Predictor, images: Any, *, preprocess: str = "auto",
+                    batch_size: int = 1000) -> Predictions:
+    """Predict Python objects and paths (see `predict_inputs.object_sources`) in input order.
+
+    Raises:
+        DataError: an image that cannot be read or used (nothing is skipped silently: the labels
+            line up with the inputs), or no image at all (an empty folder).
+    """
+    if preprocess not in PREPROCESS:
+        raise UsageError(f"bad preprocess {preprocess!r}: choose {', '.join(PREPROCESS)}")
+    sink = _Collect()
+    outcome = predict_sources(predictor, object_sources(images, predictor, preprocess), sink,
+                              batch_size=batch_size, preprocess=preprocess)
+    if outcome.errors:
+        more = f" (and {len(outcome.errors) - 1} more)" if len(outcome.errors) > 1 else ""
+        raise DataError(f"{outcome.errors[0]}{more}")
+    if not sink.parts:
+        raise DataError("nothing to predict: no image found in the input")
+    probs = np.concatenate(sink.parts)
+    return Predictions([predictor.classes[int(k)] for k in probs.argmax(axis=1)], probs)

@@ -23,7 +23,7 @@ import numpy as np
 from mnistlab.data.idx import is_idx_file, read_idx
 from mnistlab.data.pixel_csv import iter_rows, open_pixel_csv
 from mnistlab.errors import DataError, UsageError
-from mnistlab.predict import Batch, ImageFiles, Predictor, expand_inputs, preprocess_array, quantize
+from mnistlab.predict import Batch, ImageFiles, Predictor, expand_inputs, preprocess_array, quantize, to_grayscale
 
 ARRAY_SUFFIXES = (".npy", ".npz")
 _SCAN_ROWS = 8192  # images per chunk when an array's range is checked (bounded memory on a memory map)
@@ -252,7 +252,7 @@ def _idx_input(path: Path, predictor: Predictor, photo: bool) -> ArrayInput:
 
 def dataset_input(predictor: Predictor, name: str, split: str, data_dir: str | None = None) -> ArrayInput:
     """The images and labels of `split` of dataset `name`, recreated as `mnistlab evaluate` recreates them."""
-    from mnistlab.evaluation import run_dataset, split_images
+    from mnistlab.data.recreate import run_dataset, split_images
 
     if split not in ("test", "valid", "train"):
         raise UsageError(f"bad split {split!r}: choose test, valid or train")
@@ -311,4 +311,62 @@ def open_inputs(items: Sequence[str], predictor: Predictor, *, photo_arrays: boo
     if not sources:
         raise UsageError("nothing to predict: give image files, folders, CSV, .npy/.npz or IDX files, "
                          "or --dataset NAME")
+    return sources
+
+
+# --------------------------------------------------------------------------- Python objects (Run.predict)
+
+
+def _as_array(item: Any) -> np.ndarray | None:
+    """A numpy view of an array or tensor (a PIL image as gray floats 0-1); None for anything else."""
+    from PIL import Image
+
+    if isinstance(item, Image.Image):
+        return to_grayscale(item)
+    if hasattr(item, "detach") and hasattr(item, "numpy"):  # a torch tensor, on any device
+        return item.detach().cpu().numpy()
+    if isinstance(item, np.ndarray):
+        return item
+    return None
+
+
+def _object_source(item: Any, name: str, predictor: Predictor, preprocess: str) -> ArrayInput | None:
+    """An array, tensor or PIL image as a source; a 2-D one is one image, 3-D [N, H, W], 4-D [N, C, H, W]."""
+    from PIL import Image
+
+    images = _as_array(item)
+    if images is None:
+        return None
+    if images.ndim == 2:
+        images = images[None]
+    size = predictor.image_size
+    # Pictures (a PIL image, a canvas of another size) are preprocessed like image files under "auto";
+    # arrays of the model's size keep their pixels, as `mnistlab predict` keeps an array's.
+    picture = isinstance(item, Image.Image) or (images.ndim >= 3 and tuple(images.shape[-2:]) != (size, size))
+    photo = preprocess == "photo" or (preprocess == "auto" and picture)
+    return ArrayInput(name, images, None, predictor, photo=photo, kind="images" if picture else "array")
+
+
+def object_sources(images: Any, predictor: Predictor, preprocess: str = "auto") -> list[Any]:
+    """The sources of `Run.predict`'s input: a path (anything `mnistlab predict` reads: image files, folders,
+    CSV, .npy/.npz, IDX), a PIL image, a numpy array or torch tensor of images, or a list of these.
+
+    Raises:
+        UsageError: an object of another kind, or nothing at all.
+        DataError: an input that cannot be used (as for `mnistlab predict`).
+    """
+    items = list(images) if isinstance(images, (list, tuple)) else [images]
+    sources: list[Any] = []
+    for i, item in enumerate(items):
+        name = f"images[{i}]" if isinstance(images, (list, tuple)) else "images"
+        if isinstance(item, (str, Path)):
+            sources += open_inputs([str(item)], predictor, photo_arrays=preprocess == "photo")
+            continue
+        source = _object_source(item, name, predictor, preprocess)
+        if source is None:
+            raise UsageError(f"{name} is a {type(item).__name__}; predict takes image paths, PIL images, numpy "
+                             "arrays or torch tensors (or a list of them)")
+        sources.append(source)
+    if not sources:
+        raise UsageError("nothing to predict: the list of images is empty")
     return sources

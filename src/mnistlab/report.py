@@ -24,6 +24,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from mnistlab.display import html_table, metrics_table, per_class_table, run_facts
+from mnistlab.display import num as _num
 from mnistlab.runs import Run, _atomic_text, load_run
 
 PLOTS = ("curves", "confusion_matrix", "misclassified", "samples")
@@ -92,52 +94,20 @@ def write_run_report(
         A ReportResult; `failed` maps each plot that could not be drawn to its error.
     """
     run = load_run(run)
-    config = run.config
-    summary = run.summary
-    history = run.history
+    config, summary, history = run.config, run.summary, run.history
     is_text = config.get("task") == "text"
     data = _Lazy({**config, "image_shape": summary.get("image_shape")}, data)
-    result = ReportResult()
-    plots_dir = run.path / "plots"
+    result, plots_dir = ReportResult(), run.path / "plots"
     plots_dir.mkdir(exist_ok=True)
 
     logits = None
     if test_logits is not None:
         logits = test_logits.detach().cpu().float().numpy() if hasattr(test_logits, "detach") else np.asarray(test_logits)
-
-    # Metrics: recomputed from the logits when given (evaluate may use another checkpoint than
-    # train did), else the test metrics summary.json recorded.
-    metrics: dict[str, Any] = run.test_metrics
-    if logits is not None:
-        try:
-            from mnistlab.metrics import classification_metrics
-
-            from mnistlab.metrics import softmax
-
-            if is_text:
-                if test_labels is None:
-                    raise ValueError("a text run's report needs test_labels with its test_logits")
-                labels = np.asarray(test_labels, dtype=np.int64)
-                classes = [r["class"] for r in metrics.get("per_class") or []]
-            else:
-                d = data()
-                labels = d.test_labels.cpu().numpy().astype(np.int64)
-                classes = list(d.classes)
-            metrics = classification_metrics(logits, labels, classes)
-            # The mean cross-entropy, as evaluation.score adds it (classification_metrics has no loss).
-            picked = softmax(logits)[np.arange(len(labels)), labels]
-            metrics["loss"] = float(-np.log(np.clip(picked, 1e-45, None)).mean()) if len(labels) else None
-        except Exception as exc:  # noqa: BLE001 - fall back to the recorded metrics
-            result.failed["metrics"] = f"{type(exc).__name__}: {exc}"
+    metrics = _test_metrics(run, logits, test_labels, data, result)
 
     # A text run trained with --test-fraction 0 has no test split to draw or list.
     no_test = is_text and summary.get("test_texts") == 0
-    jobs: dict[str, Callable[[Path], Path]] = {"curves": lambda p: _curves(p, history, summary, run.name)}
-    if not no_test:
-        jobs["confusion_matrix"] = lambda p: _confusion(p, metrics, data, "texts" if is_text else "images")
-    if not is_text:
-        jobs["misclassified"] = lambda p: _misclassified(p, logits, data)
-        jobs["samples"] = lambda p: _samples(p, config, data)
+    jobs = _plot_jobs(run, history, summary, metrics, logits, data, is_text, no_test)
     for name, job in jobs.items():
         try:
             result.plots[name] = job(plots_dir / f"{name}.png")
@@ -155,11 +125,49 @@ def write_run_report(
             result.failed["mistakes"] = f"{type(exc).__name__}: {exc}"
     scored = _scored_label(summary, checkpoint, checkpoint_epoch)
     blocks = _report_blocks(run, config, summary, history, metrics, result, list(jobs), mistakes, scored)
-    result.markdown = run.path / "report.md"
+    result.markdown, result.html = run.path / "report.md", run.path / "report.html"
     _atomic_text(result.markdown, _to_markdown(blocks))
-    result.html = run.path / "report.html"
     _atomic_text(result.html, _to_html(blocks, f"mnistlab run {run.name}"))
     return result
+
+
+def _test_metrics(run: Run, logits: Any, test_labels: Any, data: Any, result: ReportResult) -> dict[str, Any]:
+    """The test metrics: recomputed from the logits when given (evaluate may use another checkpoint
+    than train did), else those summary.json recorded (also when recomputing fails)."""
+    from mnistlab.metrics import classification_metrics, softmax
+
+    metrics: dict[str, Any] = run.test_metrics
+    if logits is None:
+        return metrics
+    try:
+        if run.config.get("task") == "text":
+            if test_labels is None:
+                raise ValueError("a text run's report needs test_labels with its test_logits")
+            labels = np.asarray(test_labels, dtype=np.int64)
+            classes = [r["class"] for r in metrics.get("per_class") or []]
+        else:
+            d = data()
+            labels = d.test_labels.cpu().numpy().astype(np.int64)
+            classes = list(d.classes)
+        metrics = classification_metrics(logits, labels, classes)
+        # The mean cross-entropy, as evaluation.score adds it (classification_metrics has no loss).
+        picked = softmax(logits)[np.arange(len(labels)), labels]
+        metrics["loss"] = float(-np.log(np.clip(picked, 1e-45, None)).mean()) if len(labels) else None
+    except Exception as exc:  # noqa: BLE001 - fall back to the recorded metrics
+        result.failed["metrics"] = f"{type(exc).__name__}: {exc}"
+    return metrics
+
+
+def _plot_jobs(run: Run, history: list[dict[str, Any]], summary: dict[str, Any], metrics: dict[str, Any],
+               logits: Any, data: Any, is_text: bool, no_test: bool) -> dict[str, Callable[[Path], Path]]:
+    """The plots this run gets, each a function of the file it writes."""
+    jobs: dict[str, Callable[[Path], Path]] = {"curves": lambda p: _curves(p, history, summary, run.name)}
+    if not no_test:
+        jobs["confusion_matrix"] = lambda p: _confusion(p, metrics, data, "texts" if is_text else "images")
+    if not is_text:
+        jobs["misclassified"] = lambda p: _misclassified(p, logits, data)
+        jobs["samples"] = lambda p: _samples(p, run.config, data)
+    return jobs
 
 
 # ----------------------------------------------------------------------------- the plots
@@ -293,14 +301,6 @@ def _fmt_list(values: Any) -> str:
 Block = tuple[Any, ...]
 
 
-def _num(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 def _scored_label(summary: dict[str, Any], checkpoint: str | None, epoch: int | None) -> str | None:
     """`last (epoch 7)`: the checkpoint whose test metrics the report shows."""
     if checkpoint is None:
@@ -320,37 +320,16 @@ def _report_blocks(
     import yaml
 
     b: list[Block] = [("h1", f"Run {run.name}")]
-    params = summary.get("parameters")
-    train_s, total_s = summary.get("train_seconds"), summary.get("total_seconds")
-    facts = [
-        ("model", config.get("model")),
-        ("dataset", config.get("dataset") or config.get("data")),
-        ("parameters", f"{params:,}" if isinstance(params, int) else params),
-        ("status", summary.get("status", "unknown")),
-        ("stop reason", summary.get("stop_reason")),
-        ("epochs run", summary.get("epochs_run", len(history))),
-        ("best epoch", summary.get("best_epoch")),
-        ("best valid loss / accuracy",
-         f"{_num(summary.get('best_valid_loss'))} / {_num(summary.get('best_valid_accuracy'))}"),
-        ("training time", f"{train_s:.1f} s in the training steps" + (f", {total_s:.1f} s in all" if total_s else "")
-         if isinstance(train_s, (int, float)) else None),
-        ("checkpoint scored", scored),
-    ]
+    facts = [*run_facts(config, summary, history), ("checkpoint scored", scored)]
     b.append(("table", ["run", "value"], [[k, "-" if v is None else str(v)] for k, v in facts]))
 
     b.append(("h2", "Test metrics"))
     if metrics.get("accuracy") is not None:
-        b.append(("table", ["accuracy", "precision (macro)", "recall (macro)", "F1 (macro)", "AUC (macro, OvR)",
-                            "loss", "texts" if config.get("task") == "text" else "images"],
-                  [[_num(metrics.get("accuracy")), _num(metrics.get("precision_macro")),
-                    _num(metrics.get("recall_macro")), _num(metrics.get("f1_macro")), _num(metrics.get("auc_macro")),
-                    _num(metrics.get("loss")), _num(metrics.get("samples"))]]))
-        per = metrics.get("per_class") or []
+        b.append(("table", *metrics_table(metrics, "texts" if config.get("task") == "text" else "images")))
+        headers, per = per_class_table(metrics)
         if per:
             b.append(("h3", "Per class"))
-            b.append(("table", ["class", "precision", "recall", "F1", "support"],
-                      [[str(r["class"]), _num(r["precision"]), _num(r["recall"]), _num(r["f1"]), str(r["support"])]
-                       for r in per]))
+            b.append(("table", headers, per))
     elif summary.get("test_texts") == 0:
         b.append(("p", "No test metrics: this run has no test split (test fraction 0)."))
     else:
@@ -431,12 +410,7 @@ def _to_html(blocks: list[Block], title: str) -> str:
         elif kind == "p":
             out.append(f"<p>{e(block[1])}</p>")
         elif kind == "table":
-            headers, rows = block[1], block[2]
-            out.append("<table>")
-            if any(headers):
-                out.append("<tr>" + "".join(f"<th>{e(str(h))}</th>" for h in headers) + "</tr>")
-            out += ["<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in rows]
-            out.append("</table>")
+            out.append(html_table(block[1], block[2]))
         elif kind == "img":
             out.append(f"<p><img src='{e(block[2])}' alt='{e(block[1])}'></p>")
         elif kind == "pre":

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mnistlab.errors import MnistlabError, UsageError
+from mnistlab.runfolder import check_run_folder, checkpoint_file
 
 METRIC_COLUMNS = [
     "epoch",
@@ -188,19 +189,79 @@ class Run:
         return dict(summary.get("test") or {})
 
     def checkpoint_path(self, which: str = "best") -> Path:
-        return self.path / "checkpoints" / f"{which}.pt"
+        return checkpoint_file(self.path, which)
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
+
+    # ------------------------------------------------------------------ in a notebook
+
+    def _repr_html_(self) -> str:
+        """Jupyter's display: name, model, dataset, status, the test metrics and the curves (embedded)."""
+        from mnistlab.display import run_html
+
+        try:
+            config = self.config
+        except Exception:  # noqa: BLE001 - a half-written config.yaml still deserves a display
+            config = {}
+        return run_html(self.name, str(self.path), config, self.summary, self.history, self.test_metrics)
+
+    def plot(self) -> Any:
+        """The training curves (loss and accuracy per epoch, best epoch marked) as a matplotlib Figure.
+
+        In a notebook it shows inline; `fig.savefig("curves.png")` writes it. Raises MnistlabError when
+        no epoch has finished yet.
+        """
+        from mnistlab.plots import curves_figure
+
+        history = self.history
+        if not history:
+            raise MnistlabError(f"run {self.path} has no finished epoch to plot yet")
+        return curves_figure(history, best_epoch=self.summary.get("best_epoch"), title=self.name)
+
+    def confusion_matrix(self) -> Any:
+        """The test split's confusion matrix as a matplotlib Figure (counts and row-normalised, side by side).
+
+        The counts themselves are `run.test_metrics["confusion_matrix"]` (a list of rows, true class
+        first). Raises MnistlabError when the run has no test metrics (it did not finish).
+        """
+        from mnistlab.display import confusion_picture
+
+        metrics = self.test_metrics
+        if not metrics.get("confusion_matrix"):
+            raise MnistlabError(f"run {self.path} has no test metrics (status {self.summary.get('status', 'unknown')})")
+        total = sum(map(sum, metrics["confusion_matrix"]))
+        return confusion_picture(metrics, title=f"{self.name}: test split, {total:,} samples")
+
+    def predict(self, images: Any, *, checkpoint: str = "best", preprocess: str = "auto",
+                model_code: str | Path | None = None, allow_changed_code: bool = False, model: Any = None) -> Any:
+        """Predict images with this run's model: `labels, probabilities = run.predict(images)`.
+
+        Args:
+            images: a path (an image file, a folder of them, or a CSV/.npy/.npz/IDX file, as
+                `mnistlab predict` reads them), a PIL image, a numpy array or torch tensor ([H, W] one
+                image, [N, H, W] or [N, C, H, W]; uint8 0-255 or floats 0-1), or a list of these.
+            preprocess: "auto": image files, PIL images and arrays of another size than the model's
+                (a drawn canvas) get the MNIST-style preprocessing of `mnistlab predict` (see
+                mnistlab.predict), arrays of the model's size keep their pixels; "photo": every
+                image is preprocessed; "none": none is (arrays must be of the model's size).
+            model_code, allow_changed_code: for a run of a user's model file, that file (as
+                `--model-code`); model: for a run of a module object given to mnistlab.fit, a fresh instance.
+
+        Returns:
+            Predictions(labels, probabilities): the predicted class name of each image ("7"), in input
+            order, and the float32 probabilities [N, classes].
+        """
+        from mnistlab.models.usercode import ModelCode
+        from mnistlab.predict import Predictor
+        from mnistlab.predict_files import predict_objects
+
+        predictor = Predictor.from_run(self, checkpoint, ModelCode.of(model_code, allow_changed_code), model)
+        return predict_objects(predictor, images, preprocess=preprocess)
 
 
 def load_run(path: str | Path | Run) -> Run:
     """Open an existing run folder, with a clear error when it is not one."""
     if isinstance(path, Run):
         return path
-    p = Path(path)
-    if not p.is_dir():
-        raise MnistlabError(f"run folder {p} does not exist")
-    if not (p / "config.yaml").is_file():
-        raise MnistlabError(f"{p} is not an mnistlab run folder (no config.yaml)")
-    return Run(p)
+    return Run(check_run_folder(path))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -32,7 +31,7 @@ def fetch_url(url: str, dest: Path, *, timeout: float, progress: bool, max_bytes
 
     More than `max_bytes` (announced or sent) is refused as soon as it shows.
     """
-    from tqdm import tqdm
+    from mnistlab.training.progress import progress_bar
 
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
     try:
@@ -46,9 +45,8 @@ def fetch_url(url: str, dest: Path, *, timeout: float, progress: bool, max_bytes
                 raise MirrorFailed(f"announces {length} bytes, more than the {max_bytes} this file can take")
             content_type = resp.headers.get("Content-Type", "") or ""
             received = 0
-            with open(dest, "wb") as out, tqdm(
-                total=length, unit="B", unit_scale=True, unit_divisor=1024, desc=url.rsplit("/", 1)[-1],
-                file=sys.stderr, disable=not progress, leave=False,
+            with open(dest, "wb") as out, progress_bar(
+                length, url.rsplit("/", 1)[-1], show=progress, unit="B", unit_scale=True, unit_divisor=1024,
             ) as bar:
                 while True:
                     chunk = resp.read(_CHUNK)

@@ -200,9 +200,9 @@ def _labels_of(data: Any, what: str, show: bool) -> torch.Tensor:
 
 
 def _progress(items: Any, desc: str, show: bool) -> Any:
-    from tqdm.auto import tqdm
+    from mnistlab.training.progress import progress_bar
 
-    return tqdm(items, desc=desc, leave=False, disable=None if show else True)
+    return progress_bar(desc=desc, iterable=items, show=None if show else False)
 
 
 def _stats(images: StreamedImages, seed: int) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import re
 import importlib.util
 import inspect
 import sys
@@ -48,10 +49,15 @@ def short_name(model: str) -> str:
     """A model's name for run folders: a zoo name as it is, `file.py:DNN` -> `dnn`, `object:pkg.Net` -> `net`."""
     parsed = parse_spec(model)
     if parsed is not None:
-        return parsed[1].lower()
+        return _folder_safe(parsed[1])
     if model.startswith("object:"):
-        return model.rpartition(".")[2].lower()
+        return _folder_safe(model.rpartition(".")[2])
     return model
+
+
+def _folder_safe(name: str) -> str:
+    """A Python name as a run folder's: `_Net` -> `net`, `Réseau` -> `rseau` (run names are ASCII, no leading `_`)."""
+    return re.sub(r"[^a-z0-9._+=,-]", "", name.lower()).lstrip("._-") or "model"
 
 
 def sha256_of(path: Path) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,8 +36,9 @@ class ImageTask:
     (`model`, from mnistlab.fit); the dataset `cfg.dataset`, or `data` already in memory."""
 
     def resume_line(self, path: Path) -> str:
-        if self.instance is not None:
-            return f"mnistlab.fit({type(self.instance).__name__}(...), <the same data>, resume={str(path)!r})"
+        if self.instance is not None or self.given_data is not None:  # only Python can give these again
+            model = f"{type(self.instance).__name__}(...)" if self.instance is not None else repr(self.model_name)
+            return f"mnistlab.fit({model}, data, resume={str(path)!r})  (the same model class and data)"
         code = f" --model-code {self.user.path}" if self.user is not None else ""
         return f"mnistlab train --resume {path}{code}"
 
@@ -45,6 +47,7 @@ class ImageTask:
         self.user: Any = None  # the UserModel of a `file.py:NAME` model
         self.channels_last = False
         self.augment: Any = None  # the Augment that --augment picked for this data
+        self.model_name = "model"  # cfg.model, for the resume line
 
     def prepare(self, cfg: TrainConfig, strategy: "SingleProcess", reporter: "Reporter",
                 resume_from: "Run | None") -> Prepared:
@@ -52,7 +55,7 @@ class ImageTask:
         from mnistlab.data.sources import data_options
         from mnistlab.models import count_parameters
 
-        data = self.given_data
+        self.model_name, data = cfg.model, self.given_data
         if data is None:
             with strategy.local_main_first():  # one process per machine downloads/unpacks
                 data = load_dataset(cfg.dataset, cfg.data_dir, download=True, seed=cfg.seed, **data_options(cfg))
@@ -103,7 +106,9 @@ class ImageTask:
         model = self._build(cfg, data)
         if cfg.init == "zeros":
             reporter.warn("init 'zeros' sets every weight to 0: units in a layer stay identical and the network cannot learn")
-        init_weights(model, cfg.init)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "init 'zeros'", UserWarning)  # said once, by the reporter
+            init_weights(model, cfg.init)
         conv = has_conv(model)
         self.channels_last = cfg.channels_last if cfg.channels_last is not None else conv
         use_amp = cfg.amp == "bf16" or (cfg.amp == "auto" and native_bf16(device) and (device.type == "cuda" or conv))

@@ -6,6 +6,7 @@ from typing import Any
 
 from mnistlab.errors import UsageError
 from mnistlab.training.callbacks.base import Callback
+from mnistlab.training.progress import in_notebook
 from mnistlab.training.state import FitState
 
 
@@ -25,6 +26,25 @@ class Progress(Callback):
             trainer.reporter.result(state.summary, str(trainer.path))
         else:
             trainer.reporter.info(f"{trainer.prep.no_test}; run folder: {trainer.path}")
+
+    def on_exception(self, trainer: Any, state: FitState) -> None:
+        # In a notebook the stop button raises KeyboardInterrupt: say how to go on in Python, where the
+        # user is (the exception's message names the command line's way).
+        if state.status == "interrupted" and in_notebook():
+            trainer.reporter.info(f"{state.stop_reason}: {len(state.history)} finished epochs are saved in "
+                                  f"{trainer.path}. Resume with: {python_resume(trainer)}")
+
+
+def python_resume(trainer: Any) -> str:
+    """The Python call that resumes the trainer's run (the task's own line when that is a call already)."""
+    line, path = trainer.task.resume_line(trainer.path), str(trainer.path)
+    if not line.startswith("mnistlab "):
+        return line  # mnistlab.fit(Net(...), data, resume=...): a model object or data given to fit
+    if line.startswith("mnistlab text train"):
+        return f"mnistlab.text.train_text(resume={path!r})"
+    model = str(trainer.cfg.model)
+    code = f", model_code={model.rsplit(':', 1)[0]!r}" if ".py:" in model else ""
+    return f"mnistlab.train(resume={path!r}{code})"
 
 
 def require_tensorboard() -> None:
