@@ -28,6 +28,7 @@ _LAZY = {
     "Callback": "mnistlab.training.callbacks",
     "fit": "mnistlab.fitting",
     "load_model": "mnistlab.fitting",
+    "lr_find": "mnistlab.training.lr_finder",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -15,7 +15,7 @@ class Progress(Callback):
     def on_fit_start(self, trainer: Any, state: FitState) -> None:
         if state.resumed:
             trainer.reporter.info(f"resuming {trainer.path} from epoch {state.start_epoch}")
-        trainer.reporter.info(f"{trainer.prep.describe} -> {trainer.path}")
+        trainer.reporter.info(f"{trainer.prep.describe}{tools_note(trainer.cfg)} -> {trainer.path}")
 
     def on_epoch_end(self, trainer: Any, state: FitState) -> None:
         trainer.reporter.epoch(state.row, trainer.budget.epochs)
@@ -25,6 +25,20 @@ class Progress(Callback):
             trainer.reporter.result(state.summary, str(trainer.path))
         else:
             trainer.reporter.info(f"{trainer.prep.no_test}; run folder: {trainer.path}")
+
+
+def tools_note(cfg: Any) -> str:
+    """The start line's mention of the training tools a run uses: ", ema 0.999, 4 batches a step, ..." or ""."""
+    parts = []
+    if cfg.ema:
+        parts.append(f"ema {cfg.ema:g}")
+    if (cfg.accumulate or 1) > 1:
+        parts.append(f"{cfg.accumulate} batches a step (batch {cfg.batch_size * cfg.accumulate} in effect)")
+    if cfg.class_weights:
+        parts.append(f"class weights {cfg.class_weights}")
+    if cfg.tta:
+        parts.append("test-time augmentation")
+    return "".join(f", {part}" for part in parts)
 
 
 def require_tensorboard() -> None:
