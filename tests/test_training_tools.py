@@ -375,8 +375,10 @@ def test_the_suggestion_rules():
     assert suggest(lrs, loss, "steepest") == pytest.approx(1e-3, rel=0.3)
     with pytest.raises(UsageError, match="too few"):
         suggest(lrs[:5], loss[:5], "min10")
-    with pytest.raises(UsageError, match="never fell"):
+    with pytest.raises(UsageError, match="fell by less than 5%"):
         suggest(lrs, sorted(loss), "min10")
+    with pytest.raises(UsageError, match="fell by less than 5%"):
+        suggest(lrs, [2.0 - 0.001 * i for i in range(61)], "min10")  # a flat, noiseless curve
 
 
 def test_lr_find_tests_a_copy_and_its_suggestion_trains(fake_mnist_root, tmp_path):
@@ -440,3 +442,37 @@ def test_flags_are_recorded_refused_when_bad_and_fixed_on_resume(fake_mnist_root
     code, _, err = cli(capsys, *common, "--epochs", "1", "--ema", "off", "--name", "off")
     assert code == 0 and yaml.safe_load((tmp_path / "runs" / "off" / "config.yaml").read_text())["ema"] == 0
     assert "ema" not in load_checkpoint(tmp_path / "runs" / "off" / "checkpoints" / "last.pt")
+
+
+# ----------------------------------------------------------------------------- under torchrun
+
+@pytest.mark.slow
+def test_two_processes_accumulate_like_one_and_every_rank_holds_the_same_average(fake_mnist_root, tmp_path):
+    from test_distributed import _torchrun
+
+    script = tmp_path / "ddp_tools.py"
+    script.write_text(f"""
+import sys, torch, mnistlab
+
+class Probe(mnistlab.Callback):
+    main_only = False  # runs on every rank
+    def on_epoch_end(self, trainer, state):
+        torch.save(trainer.eval_model.state_dict(), {str(tmp_path)!r} + f"/avg-{{trainer.strategy.rank}}.pt")
+
+mnistlab.train(mnistlab.TrainConfig(model="logistic", data_dir={str(fake_mnist_root)!r}, out={str(tmp_path)!r} + "/ddp",
+               epochs=2, batch_size=32, accumulate=3, ema=0.9, device="cpu", progress="quiet", plots=False),
+               callbacks=[Probe()])
+""")
+    proc = _torchrun([str(script)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"avg-{r}.pt", weights_only=True) for r in (0, 1)]
+    assert_same(ranks[0], ranks[1])  # the same average on both ranks, bit for bit
+    ddp = mnistlab.load_run(tmp_path / "ddp" / "logistic")
+    assert_same(weights(ddp, key="ema"), ranks[0])
+    one = mnistlab.train(cfg(fake_mnist_root, tmp_path, model="logistic", epochs=2, batch_size=32, accumulate=3,
+                             ema=0.9, device="cpu", name="one"))
+    # The global batch of 32 is 16 per rank; 3 of them a step, gradients averaged over the ranks.
+    assert load_checkpoint(ddp.checkpoint_path("last"))["global_step"] == load_checkpoint(
+        one.checkpoint_path("last"))["global_step"]
+    assert_same(weights(ddp), weights(one), rtol=1e-4, atol=1e-5)
+    assert ddp.summary["loss"] == pytest.approx(one.summary["loss"], rel=1e-3)

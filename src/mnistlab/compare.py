@@ -55,6 +55,7 @@ FORMATS = ("table", "csv", "markdown")
 _MAIN_FIELDS = (
     "init", "optimizer", "lr", "momentum", "nesterov", "batch_size", "epochs", "scheduler", "weight_decay",
     "label_smoothing", "augment", "patience", "clip_grad", "valid_fraction", "seed", "dataset",
+    "ema", "accumulate", "class_weights", "tta",
 )
 _GLOB_CHARS = set("*?[")
 

@@ -46,6 +46,7 @@ RULE_TEXT = {
 BETA = 0.9  # loss smoothing
 EXPLODE = 4.0  # stop once the smoothed loss exceeds this many times its lowest
 MIN_POINTS = 10  # fewer recorded steps than this give no suggestion
+MIN_DROP = 0.05  # a smoothed loss that never fell by this share of its start gives no suggestion
 
 
 @dataclasses.dataclass
@@ -75,9 +76,10 @@ def suggest(lrs: list[float], smoothed: list[float], rule: str) -> float:
         raise UsageError(f"the loss exploded after {len(lrs)} steps, too few for a suggestion: "
                          "lower --start-lr, or give more --steps")
     low = min(range(len(smoothed)), key=smoothed.__getitem__)
-    if low < 2:
-        raise UsageError(f"the smoothed loss was lowest at the first rates ({lrs[low]:.2e}): it never fell, so there "
-                         "is no rate to suggest; check the model and data, or lower --start-lr")
+    if low < 2 or smoothed[low] > (1 - MIN_DROP) * smoothed[0]:
+        raise UsageError(f"the smoothed loss fell by less than {MIN_DROP:.0%} between lr {lrs[0]:.2e} and {lrs[-1]:.2e} "
+                         f"(from {smoothed[0]:.4g} to {smoothed[low]:.4g}): no rate to suggest; widen the range "
+                         "(--start-lr, --end-lr) or check the model and data")
     if rule == "min10":
         return lrs[low] / 10
     logs = [math.log(lr) for lr in lrs[: low + 1]]
@@ -134,11 +136,13 @@ def range_test(task: Any, cfg: TrainConfig, *, start_lr: float = 1e-7, end_lr: f
         if value > EXPLODE * best:
             stopped = f"stopped at lr {lr:.2e}: the smoothed loss passed {EXPLODE:g} times its lowest"
             break
+    if len(lrs) == steps and min(range(len(smoothed)), key=smoothed.__getitem__) >= 0.9 * steps:
+        stopped += "; the loss was still falling near --end-lr: a larger one may suggest a larger rate"
     # 3 significant digits: what a person would type, and what config.yaml then shows.
     return LRFindResult(lrs, losses, smoothed, float(f"{suggest(lrs, smoothed, rule):.3g}"), rule, stopped)
 
 
-def lr_find(config: TrainConfig | dict[str, Any] | None = None, *, model: nn.Module | None = None,
+def lr_find(config: TrainConfig | dict[str, Any] | None = None, *, model: nn.Module | str | None = None,
             start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 200, rule: str = "min10",
             plot: str | Path | None = None, **overrides: Any) -> LRFindResult:
     """The learning-rate range test for a model as `mnistlab.train` would train it (nothing is trained or written,
@@ -146,7 +150,8 @@ def lr_find(config: TrainConfig | dict[str, Any] | None = None, *, model: nn.Mod
 
     Args:
         config: a TrainConfig or dict of its fields (None: defaults); `overrides` replace its fields.
-        model: a module object to test instead of `config.model` (a copy is tested; the object is untouched).
+        model: a zoo model name or "file.py:NAME" (as `config.model`), or a module object (a copy is tested;
+            the object itself is untouched).
         start_lr, end_lr, steps: the exponential sweep. rule: "min10" or "steepest" (see the module docstring).
 
     Example:
@@ -156,11 +161,15 @@ def lr_find(config: TrainConfig | dict[str, Any] | None = None, *, model: nn.Mod
     from mnistlab.tasks.image import ImageTask
 
     cfg = TrainConfig.from_dict(config, "config") if isinstance(config, dict) else (config or TrainConfig())
-    if model is not None:
+    if isinstance(model, str):
+        overrides["model"], model = model, None
+    elif model is not None:
         overrides["model"] = f"object:{type(model).__module__}.{type(model).__qualname__}"
     cfg = resolve_config(dataclasses.replace(cfg, **overrides), load_code=True)
     if cfg.resume:
         raise UsageError("the range test trains a fresh copy of a model: it does not take --resume")
+    if plot is not None and Path(plot).suffix.lower() != ".png":  # said now, not after the test
+        raise UsageError(f"{plot}: the plot is written as PNG; use a .png file name")
     result = range_test(ImageTask(model=copy.deepcopy(model) if model is not None else None), cfg,
                         start_lr=start_lr, end_lr=end_lr, steps=steps, rule=rule)
     if plot is not None:
