@@ -382,13 +382,14 @@ def test_the_suggestion_rules():
 
 
 def test_lr_find_tests_a_copy_and_its_suggestion_trains(fake_mnist_root, tmp_path):
+    torch.manual_seed(0)
     net = FlatLinear(784, 10)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     result = mnistlab.lr_find(model=net, data_dir=str(fake_mnist_root), optimizer="sgd", batch_size=32,
-                              steps=60, start_lr=1e-6, end_lr=100.0, progress="quiet", plot=tmp_path / "lr.png")
+                              steps=60, start_lr=1e-6, end_lr=1e4, progress="quiet", plot=tmp_path / "lr.png")
     assert_same(net.state_dict(), before)  # the object itself never trained
     assert (tmp_path / "lr.png").stat().st_size > 1000
-    assert result.stopped.startswith("stopped at lr")  # lr 100 with SGD blows the loss up before the end
+    assert result.stopped.startswith("stopped at lr")  # lr 1e4 with SGD blows the loss up before the end
     assert len(result.lrs) < 60 and result.lrs[0] == 1e-6
     c = cfg(fake_mnist_root, tmp_path, model="logistic", optimizer="sgd", batch_size=32, epochs=1, valid_fraction=0.2)
     at_suggestion = mnistlab.train(c, lr=result.suggestion, name="suggested")
@@ -411,9 +412,32 @@ def test_lr_find_command(fake_mnist_root, tmp_path, capsys, monkeypatch):
     config = yaml.safe_load((tmp_path / "runs" / "logistic" / "config.yaml").read_text())
     assert config["lr"] == found["suggestion"]  # applied only because --apply said so
     for bad, message in ((["--lr", "0.1"], "leave out --lr"), (["--start-lr", "1", "--end-lr", "0.1"], "--start-lr"),
-                         (["--steps", "1"], "--steps"), (["--resume", "runs/logistic"], "--resume")):
+                         (["--steps", "1"], "--steps"), (["--resume", "runs/logistic"], "--resume"),
+                         (["--plot", "lr.txt"], "use a .png file name")):
         code, _, err = cli(capsys, *base, *bad)
         assert code == 2 and message in err and "Traceback" not in err, (bad, err)
+
+
+def test_lr_find_ends_on_sigterm_with_one_line_and_exit_143(fake_mnist_root, tmp_path, capsys, monkeypatch):
+    import os
+    import signal
+
+    from mnistlab.training import lr_finder
+
+    real, calls = lr_finder.train_one_epoch, []
+
+    def step_then_sigterm(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            os.kill(os.getpid(), signal.SIGTERM)  # as `timeout` or a scheduler sends it
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lr_finder, "train_one_epoch", step_then_sigterm)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, "lr-find", "--model", "logistic", "--data-dir", str(fake_mnist_root))
+    assert code == 143 and "terminated (SIGTERM) during the range test; nothing was saved" in err
+    assert len(calls) <= 6 and not Path("lr-find.png").exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone afterwards
 
 
 # ----------------------------------------------------------------------------- flags, config.yaml, resume

@@ -31,7 +31,8 @@ from torch import nn
 
 from mnistlab.class_weights import loss_weights
 from mnistlab.config import TrainConfig, resolve_config
-from mnistlab.errors import TrainingDiverged, UsageError
+from mnistlab.errors import Terminated, TrainingDiverged, UsageError
+from mnistlab.signals import sigterm_as_interrupt
 from mnistlab.training.epoch import train_one_epoch
 from mnistlab.training.hardware import seed_everything, select_device
 from mnistlab.training.optim import build_optimizer
@@ -170,8 +171,13 @@ def lr_find(config: TrainConfig | dict[str, Any] | None = None, *, model: nn.Mod
         raise UsageError("the range test trains a fresh copy of a model: it does not take --resume")
     if plot is not None and Path(plot).suffix.lower() != ".png":  # said now, not after the test
         raise UsageError(f"{plot}: the plot is written as PNG; use a .png file name")
-    result = range_test(ImageTask(model=copy.deepcopy(model) if model is not None else None), cfg,
-                        start_lr=start_lr, end_lr=end_lr, steps=steps, rule=rule)
+    try:
+        with sigterm_as_interrupt():  # SIGTERM (a timeout, a scheduler) ends it like Ctrl-C, with exit 143
+            result = range_test(ImageTask(model=copy.deepcopy(model) if model is not None else None), cfg,
+                                start_lr=start_lr, end_lr=end_lr, steps=steps, rule=rule)
+    except KeyboardInterrupt as exc:
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        raise type(exc)(f"{how} during the range test; nothing was saved") from None
     if plot is not None:
         from mnistlab.plots import plot_lr_find
 
