@@ -44,7 +44,9 @@ def one_run(tree: Path, flags: list[str], out: Path, threads: int) -> dict[str, 
     env = {**os.environ, "PYTHONPATH": str(tree / "src"), "OMP_NUM_THREADS": str(threads)}
     cmd = [sys.executable, "-m", "mnistlab", "train", *flags, "--out", str(out), "--name", "run", "--no-plots",
            "--quiet", "--threads", str(threads)]
-    subprocess.run(cmd, check=True, capture_output=True, env=env, cwd=tree)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tree)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed in {tree}:\n{done.stderr[-2000:]}")
     summary = json.loads((out / "run" / "summary.json").read_text())
     lines = (out / "run" / "metrics.csv").read_text().splitlines()
     header = lines[0].split(",")
@@ -68,9 +70,9 @@ def main() -> int:
         times: dict[tuple[str, str], list[dict[str, float]]] = {}
         for r in range(args.rounds):
             order = ["old", "new"] if r % 2 == 0 else ["new", "old"]
-            for job, flags in JOBS.items():
+            for j, (job, flags) in enumerate(JOBS.items()):
                 for side in order:
-                    out = scratch / f"{side}-{r}-{len(times)}"
+                    out = scratch / f"{side}-{r}-{j}"  # one folder per run: a reused one would name it run-2
                     times.setdefault((job, side), []).append(one_run(trees[side], flags, out, args.threads))
         for side, tree in trees.items():
             if tree.is_relative_to(scratch):

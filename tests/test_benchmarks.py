@@ -245,3 +245,30 @@ def test_tutorial_dataset_replica_gives_torchvision_tensors(monkeypatch: pytest.
     assert item.dtype == torch.float32 and item.shape == (1, 28, 28) and label == 9 and isinstance(label, int)
     expected = (images[2].float() / 255 - 0.1307) / 0.3081
     assert torch.allclose(item[0], expected, atol=1e-6)
+
+
+def _script(tmp_path: Path, name: str, *args: str) -> tuple[str, list[dict]]:
+    out = tmp_path / "records.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), "--quick", "--json", str(out), *args],
+                          capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout, json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_best_recipe_quick_scores_each_run_four_ways(tmp_path: Path) -> None:
+    stdout, records = _script(tmp_path, "best_recipe.py", "--candidates",
+                              '{"ema": {"ema": 0.9}, "no aug": {"ema": 0.9, "augment": false}, "plain": {}}')
+    ways = [(r["candidate"], r["weights"], r["tta"]) for r in records]
+    assert ways == [("ema", "raw", False), ("ema", "raw", True), ("ema", "average", False), ("ema", "average", True),
+                    ("no aug", "raw", False), ("no aug", "raw", True), ("no aug", "average", False),
+                    ("no aug", "average", True), ("plain", "raw", False), ("plain", "raw", True)]
+    assert all(0 <= r["accuracy"] <= 1 and r["epochs"] == 1 for r in records)
+    assert "| candidate | weights | TTA | seeds | mean test acc | worst seed | median train s |" in stdout
+
+
+def test_lr_find_vs_recipe_quick_counts_the_wins(tmp_path: Path) -> None:
+    stdout, records = _script(tmp_path, "lr_find_vs_recipe.py", "--models", "logistic")
+    assert [r["model"] for r in records] == ["logistic"] and records[0]["recipe_lr"] == 0.1
+    assert records[0]["suggested_lr"] > 0
+    assert "beat the recipe's lr in " in stdout and " of 1 short runs" in stdout

@@ -24,7 +24,7 @@ from mnistlab.data.synthetic import make_fake_mnist
 
 PIXELS = [f"pixel{i}" for i in range(784)]
 EVALUATE_KEYS = {"accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro", "confusion_matrix",
-                 "per_class", "samples", "loss", "split", "checkpoint", "epoch"}
+                 "per_class", "samples", "loss", "split", "checkpoint", "epoch", "tta"}
 
 
 def kaggle_csv(path: Path, images: np.ndarray, labels: np.ndarray | None = None) -> Path:

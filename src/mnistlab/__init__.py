@@ -30,6 +30,7 @@ _LAZY = {
     "fit": "mnistlab.fitting",
     "load_model": "mnistlab.fitting",
     "compare": "mnistlab.compare",
+    "lr_find": "mnistlab.training.lr_finder",
 }
 
 __all__ = ["__version__", *_LAZY]

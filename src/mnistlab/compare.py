@@ -59,6 +59,7 @@ _MAIN_FIELDS = (
     "init", "optimizer", "lr", "momentum", "nesterov", "batch_size", "epochs", "scheduler", "weight_decay",
     "label_smoothing", "augment", "patience", "clip_grad", "valid_fraction", "seed", "dataset",
     "channels", "image_size", "labels",
+    "ema", "accumulate", "class_weights", "tta",
 )
 _GLOB_CHARS = set("*?[")
 

@@ -53,6 +53,10 @@ class TrainConfig:
     label_smoothing: float | None = None
     clip_grad: float | None = None  # max gradient norm; None: the recipe's (if any); 0: no clipping
     augment: bool | None = None  # random shifts (digits) or crops and flips (colour), batched on the device
+    ema: float | None = None  # decay of an average of the weights that validates and tests; 0: off
+    accumulate: int | None = None  # batches per optimizer step (gradient accumulation); 1: off
+    class_weights: str | None = None  # loss weights per class: "balanced" or a JSON file; None: none
+    tta: bool | None = None  # the final test pass averages the softmax over shifted copies
     # Data split and early stopping
     seed: int = 0
     valid_fraction: float | None = None
@@ -108,6 +112,9 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
     "pct_start": 0.3,
     "label_smoothing": 0.0,
     "augment": False,
+    "ema": 0.0,
+    "accumulate": 1,
+    "tta": False,
     "valid_fraction": 0.2,
     "patience": 0,
     "drop_last": False,
@@ -255,7 +262,7 @@ def coerce_values(values: dict[str, Any], source: str) -> dict[str, Any]:
     return {key: coerce_value(key, value, source) for key, value in values.items()}
 
 
-PATH_FIELDS = ("data_dir", "out", "name", "resume", "dataset")
+PATH_FIELDS = ("data_dir", "out", "name", "resume", "dataset", "class_weights")
 
 
 def check_paths(values: dict[str, Any], source: str) -> None:
@@ -335,9 +342,20 @@ def resolve_config(config: TrainConfig, *, load_code: bool = False) -> TrainConf
             values[key] = value
     if values["betas"] is not None:
         values["betas"] = tuple(float(b) for b in values["betas"])
+    values["class_weights"] = class_weights_setting(values["class_weights"])
     cfg = TrainConfig(**values)
     validate(cfg)
     return cfg
+
+
+def class_weights_setting(value: str | None) -> str | None:
+    """`class_weights` as a run records it: None (also for "none"), "balanced", or a JSON file's absolute
+    path (so that a rerun from another folder reads the same file)."""
+    if value is None or not str(value).strip() or str(value).strip().lower() in _NONE:
+        return None
+    if str(value).strip().lower() == "balanced":
+        return "balanced"
+    return str(Path(value).expanduser().absolute())
 
 
 def _model_recipe(
@@ -390,6 +408,13 @@ def validate(cfg: TrainConfig) -> None:
     _check_range("momentum", cfg.momentum, 0, 1)
     _check_range("weight-decay", cfg.weight_decay, 0, 10)
     _check_range("label-smoothing", cfg.label_smoothing, 0, 1)
+    _check_range("ema", cfg.ema, 0, 1)
+    if cfg.ema >= 1:
+        raise UsageError(f"bad ema {cfg.ema!r}: a decay below 1, like 0.999 (0 switches the average off)")
+    if isinstance(cfg.accumulate, bool) or not isinstance(cfg.accumulate, int) or not 1 <= cfg.accumulate <= 65536:
+        raise UsageError(f"bad accumulate {cfg.accumulate!r}: expected a whole number of batches from 1 to 65536")
+    if not isinstance(cfg.tta, bool):
+        raise UsageError(f"bad tta {cfg.tta!r}: expected true or false")
     _check_range("valid-fraction", cfg.valid_fraction, 0, 0.9)
     _check_range("gamma", cfg.gamma, 0, 1, low_open=True)
     _check_range("pct-start", cfg.pct_start, 0, 1, low_open=True)

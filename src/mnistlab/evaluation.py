@@ -25,7 +25,7 @@ __all__ = ["evaluate", "predict_logits", "run_dataset", "score", "split_images"]
 def evaluate(
     run: str | Path | Run, split: str = "test", *, checkpoint: str = "best", data_dir: str | None = None,
     device: str = "auto", plots: bool = False, model_code: str | Path | None = None,
-    allow_changed_code: bool = False, model: Any = None,
+    allow_changed_code: bool = False, model: Any = None, tta: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a run's checkpoint on one split of its dataset.
 
@@ -38,11 +38,13 @@ def evaluate(
         model_code: for a run of a user's model file, that file (its sha256 must match the one the
             run recorded, unless allow_changed_code); a run never imports its code by itself.
         model: for a run trained with mnistlab.fit on a module object, a fresh instance of it.
+        tta: test-time augmentation: the softmax averaged over the images and copies shifted by 1 px
+            (mnistlab.tta). A run trained with --ema is scored with its average of the weights.
 
     Returns:
         The metrics dict (accuracy, precision_macro, recall_macro, f1_macro, auc_macro,
-        confusion_matrix, per_class, samples, loss) plus `split` and `checkpoint`; a dict that a
-        notebook shows as tables and the confusion matrix picture (mnistlab.display.Metrics).
+        confusion_matrix, per_class, samples, loss) plus `split`, `checkpoint`, `epoch` and `tta`; a
+        dict that a notebook shows as tables and the confusion matrix picture (mnistlab.display.Metrics).
 
     Example:
         >>> metrics = evaluate("runs/fast")            # doctest: +SKIP
@@ -52,7 +54,10 @@ def evaluate(
         # Text runs (mnistlab text train) re-split their CSV; same metrics dict shape.
         from mnistlab.text.engine import evaluate_text
 
-        return Metrics(evaluate_text(run, split, checkpoint=checkpoint, device=device, plots=plots), "texts")
+        if tta:
+            raise UsageError("--tta averages over shifted copies of images: a text run has none to shift")
+        return Metrics({**evaluate_text(run, split, checkpoint=checkpoint, device=device, plots=plots), "tta": False},
+                       "texts")
     from mnistlab.training.hardware import select_device
 
     if split not in ("test", "valid", "train"):
@@ -69,10 +74,10 @@ def evaluate(
         model.to(memory_format=torch.channels_last)
     logits = predict_logits(
         model, images, tuple(ckpt["data"]["mean"]), tuple(ckpt["data"]["std"]), device=dev,
-        batch_size=int(config.get("eval_batch_size") or 2000), channels_last=channels_last,
+        batch_size=int(config.get("eval_batch_size") or 2000), channels_last=channels_last, tta=tta,
     )
     metrics = score(logits, labels, list(data.classes))
-    metrics.update(split=split, checkpoint=checkpoint, epoch=ckpt.get("epoch"))
+    metrics.update(split=split, checkpoint=checkpoint, epoch=ckpt.get("epoch"), tta=bool(tta))
     if plots:
         _write_report(run, logits, split, checkpoint, ckpt.get("epoch"), data)
     return Metrics(metrics)

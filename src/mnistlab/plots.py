@@ -196,3 +196,26 @@ def save_message(path: str | Path, message: str) -> Path:
     ax.axis("off")
     ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=12)
     return save_figure(fig, path)
+
+
+def plot_lr_find(result: Any, path: str | Path, *, title: str | None = None) -> Path:
+    """A learning-rate range test (mnistlab.training.lr_finder.LRFindResult): the loss of each step and the
+    smoothed loss against the rate (log axis), the suggestion marked."""
+    fig = new_figure(figsize=(7, 4))
+    ax = fig.subplots()
+    ax.plot(result.lrs, result.losses, color="lightgray", linewidth=1, label="loss of each step")
+    ax.plot(result.lrs, result.smoothed, linewidth=2, label="smoothed loss")
+    ax.axvline(result.suggestion, color="tab:red", linestyle="--", linewidth=1.5,
+               label=f"suggested lr {result.suggestion:.2e} ({result.rule})")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    finite = [v for v in result.smoothed if math.isfinite(v)]
+    if finite:  # the explosion at the end must not squash the interesting part
+        low, start = min(finite + [v for v in result.losses if math.isfinite(v)]), finite[0]
+        ax.set_ylim(low - 0.05 * abs(start - low) - 1e-3, max(start, low) * 1.3 + 1e-3)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return save_figure(fig, path)

@@ -313,6 +313,7 @@ class Predictor:
         self.config: dict[str, Any] = {}
         self.data_spec: dict[str, Any] = {}  # the checkpoint's "data": what the run was trained on
         self.channels_last = False
+        self.tta = False  # test-time augmentation (`predict --tta`): see mnistlab.tta
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any], source: str = "checkpoint", code: Any = None,
@@ -352,8 +353,11 @@ class Predictor:
         Float images hold values in [0, 1] (preprocessed); uint8 images are raw pixels 0..255 and
         are normalised exactly as training and `mnistlab evaluate` do it. Only the checkpoint's
         normalisation `(x - mean) / std` is applied; gray images go into every channel of a colour model.
+        With `tta` set, the log of the softmax averaged over shifted copies (mnistlab.tta), as `evaluate --tta`.
         """
         import torch
+
+        from mnistlab.tta import averaged_logits
 
         raw = images.dtype == np.uint8
         x_all = torch.from_numpy(np.ascontiguousarray(images) if raw else np.ascontiguousarray(images, np.float32))
@@ -361,14 +365,17 @@ class Predictor:
             x_all = x_all.unsqueeze(1)
         if x_all.shape[1] != self.in_channels:
             x_all = x_all.expand(-1, self.in_channels, -1, -1)  # gray into every channel
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            x = x.float().mul_(self._scale).add_(self._shift) if raw else (x - self.mean) / self.std
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return self.model(x).float()
+
         outs = []
         with torch.inference_mode():
             for i in range(0, len(x_all), self.batch_size):
                 x = x_all[i : i + self.batch_size]
-                x = x.float().mul_(self._scale).add_(self._shift) if raw else (x - self.mean) / self.std
-                if self.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                outs.append(self.model(x).float())
+                outs.append(averaged_logits(forward, x) if self.tta else forward(x))
         if not outs:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
         return torch.cat(outs).numpy()

@@ -163,6 +163,7 @@ def predict_sources(predictor: Predictor, sources: Sequence[Any], sink: Any, *, 
     outcome.errors = [message for source in sources for message in source.errors]
     if label_parts:
         outcome.metrics = _score(np.concatenate(logits_parts), np.concatenate(label_parts), predictor.classes)
+        outcome.metrics["tta"] = bool(predictor.tta)
         outcome.labelled = int(outcome.metrics["samples"])
     return outcome
 

@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mnistlab.metrics import classification_metrics
+from mnistlab.tta import averaged_logits
 
 
 @torch.no_grad()
@@ -21,19 +22,27 @@ def predict_logits(
     device: torch.device | str = "cpu",
     batch_size: int = 2000,
     channels_last: bool = False,
+    tta: bool = False,
 ) -> torch.Tensor:
     """Float32 logits [N, K] on the CPU for uint8 images [N, C, H, W], in eval mode and fp32.
 
     Large batches: evaluation has no backward pass, so memory is not the limit and
     fewer, bigger batches cut the per-call overhead. Images streamed from a Dataset
-    (mnistlab.data.given.StreamedImages) are read a batch at a time.
+    (mnistlab.data.given.StreamedImages) are read a batch at a time. With `tta`, the
+    log of the softmax averaged over shifted copies (mnistlab.tta).
     """
     from mnistlab.data import BatchIterator
 
+    def plain(views: torch.Tensor) -> torch.Tensor:
+        return predict_logits(model, views, mean, std, device=device, batch_size=batch_size,
+                              channels_last=channels_last)
+
     if not isinstance(images, torch.Tensor):
         parts = [predict_logits(model, chunk, mean, std, device=device, batch_size=batch_size,
-                                channels_last=channels_last) for chunk in images.chunks(batch_size)]
+                                channels_last=channels_last, tta=tta) for chunk in images.chunks(batch_size)]
         return torch.cat(parts) if parts else torch.zeros(0, 0)
+    if tta:
+        return averaged_logits(plain, images) if len(images) else plain(images)
 
     was_training = model.training
     model.eval()

@@ -15,7 +15,7 @@ import sys
 from typing import Sequence
 
 # Sub-command modules, in the order `mnistlab --help` lists them.
-COMMAND_MODULES = ["data", "models", "train", "evaluate", "results", "tune", "inference", "text"]
+COMMAND_MODULES = ["data", "models", "train", "lrfind", "evaluate", "results", "tune", "inference", "text"]
 
 
 class _Parser(argparse.ArgumentParser):

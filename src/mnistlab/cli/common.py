@@ -33,14 +33,24 @@ def add_shape_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> Non
                    help="cifar100: the 100 fine classes (default) or the 20 coarse ones")
 
 
-def clip_grad_value(text: str) -> float:
-    """--clip-grad NORM; 0, none or off: no clipping (also for models whose recipe clips)."""
+def _number_or_off(text: str, what: str) -> float:
+    """A number; none or off give 0, which switches `what` off (also where a model's recipe has it on)."""
     if text.strip().lower() in ("none", "off"):
         return 0.0
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, or none/off to disable clipping, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number, or none/off to disable {what}, got {text!r}") from None
+
+
+def clip_grad_value(text: str) -> float:
+    """--clip-grad NORM; 0, none or off: no clipping (also for models whose recipe clips)."""
+    return _number_or_off(text, "clipping")
+
+
+def ema_value(text: str) -> float:
+    """--ema DECAY; 0, none or off: no average of the weights (also where a model's recipe keeps one)."""
+    return _number_or_off(text, "the average")
 
 
 def add_optimisation_flags(g: argparse._ArgumentGroup) -> None:
@@ -60,6 +70,13 @@ def add_optimisation_flags(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--label-smoothing", type=float, default=S)
     g.add_argument("--clip-grad", type=clip_grad_value, default=S, metavar="NORM",
                    help="clip the gradient norm; 0 or none: no clipping")
+    g.add_argument("--ema", type=ema_value, default=S, metavar="DECAY",
+                   help="validate and test an exponential moving average of the weights, e.g. 0.999; 0: off")
+    g.add_argument("--accumulate", type=int, default=S, metavar="N",
+                   help="step the optimizer every N batches (gradient accumulation: batch B x N acts as batch N*B)")
+    g.add_argument("--class-weights", default=S, metavar="balanced|FILE.json",
+                   help="weight the training loss per class: balanced (inverse class frequency) or a JSON list "
+                        "or {class: weight} mapping")
     g.add_argument("--patience", type=int, default=S, help="early stopping on valid loss; 0 disables")
     g.add_argument("--drop-last", action=argparse.BooleanOptionalAction, default=S)
     g.add_argument("--seed", type=int, default=S, help="seeds every random source (default 0)")
@@ -101,6 +118,8 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=S,
                    help="on the device, per batch: random shifts of up to 2 px for 1-channel data (digits: no "
                    "flips); random crops of the image padded by 1/8 of its side, and horizontal flips, for colour")
+    g.add_argument("--tta", action=argparse.BooleanOptionalAction, default=S,
+                   help="the final test pass averages the softmax over the image and 4 copies shifted by 1 px")
 
     add_optimisation_flags(p.add_argument_group("optimisation (defaults: the model's recipe, see `mnistlab models`)"))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING
 
 from mnistlab.cli.common import add_data_flags, add_shape_flags
@@ -40,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_info(args: argparse.Namespace) -> int:
     import torch
 
+    from mnistlab.class_weights import imbalance
     from mnistlab.data import DATASETS, load_dataset, resolve_data_root, split_indices, verify_dataset
     from mnistlab.data.catalog import is_archive_dataset
     from mnistlab.data.sources import data_options
@@ -71,6 +73,11 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"\n{'class':<{width}} {'train':>7} {'test':>7}")
     for name, a, b in zip(data.classes, train_hist, test_hist):
         print(f"{name:<{width}} {a:>7} {b:>7}")
+    warning = imbalance(train_hist, list(data.classes))
+    if warning:
+        sys.stdout.flush()
+        print(f"warning: {warning}; train with --class-weights balanced to weigh the loss against it",
+              file=sys.stderr)
     return 0
 
 

@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default=None, metavar="DIR", help="where the dataset is, if it moved")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-plots", dest="plots", action="store_false", help="do not (re)write plots and report")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average the softmax over the image and 4 copies shifted by 1 px")
     add_model_code_flags(p)
     p.set_defaults(handler=run)
 
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     metrics = evaluate(args.run, args.split, checkpoint=args.checkpoint, data_dir=args.data_dir,
                        device=args.device, plots=args.plots, model_code=args.model_code,
-                       allow_changed_code=args.allow_changed_code)
+                       allow_changed_code=args.allow_changed_code, tta=args.tta)
     if args.json:
         print(json.dumps(metrics))
     else:
@@ -42,9 +44,12 @@ def run(args: argparse.Namespace) -> int:
 
 def format_metrics(m: dict[str, Any]) -> str:
     """A human-readable report: overall scores, per-class table and confusion matrix."""
+    from mnistlab.tta import SHIFTS
+
     auc = "n/a" if m.get("auc_macro") is None else f"{m['auc_macro']:.4f}"
     lines = [
-        f"{m['split']} split, {m['samples']} images, {m['checkpoint']} checkpoint (epoch {m.get('epoch')})",
+        f"{m['split']} split, {m['samples']} images, {m['checkpoint']} checkpoint (epoch {m.get('epoch')})"
+        f"{f', test-time augmentation ({len(SHIFTS)} views)' if m.get('tta') else ''}",
         f"accuracy {m['accuracy']:.4f}  precision {m['precision_macro']:.4f}  recall {m['recall_macro']:.4f}  "
         f"F1 {m['f1_macro']:.4f}  AUC {auc}  loss {m['loss']:.4f}",
         "",

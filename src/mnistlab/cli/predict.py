@@ -48,6 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "with --format full (default 3 there and with --json)")
     p.add_argument("--json", action="store_true", help="one JSON object per image per line (not with --out)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average the softmax over the image and 4 copies shifted by 1 px")
     add_model_code_flags(p)
     g = p.add_argument_group("many images")
     g.add_argument("--out", default=None, metavar="FILE.csv", help="write the predictions to this CSV (atomically)")
@@ -122,7 +124,8 @@ def summary_lines(outcome: Any, classes: list[str]) -> list[str]:
     if not m:
         return lines
     cm = m["confusion_matrix"]
-    lines.append(f"accuracy {m['accuracy']:.4f}  macro F1 {m['f1_macro']:.4f}  on {m['samples']:,} labelled images")
+    tta = " (test-time augmentation)" if m.get("tta") else ""
+    lines.append(f"accuracy {m['accuracy']:.4f}  macro F1 {m['f1_macro']:.4f}  on {m['samples']:,} labelled images{tta}")
     pairs = sorted(((cm[i][j], i, j) for i in range(len(cm)) for j in range(len(cm)) if i != j and cm[i][j]),
                    reverse=True)[:3]
     if pairs:
@@ -165,6 +168,7 @@ def run_predict(args: argparse.Namespace) -> int:
     if args.preprocess == "photo" and predictor.in_channels == 3:
         raise UsageError("--preprocess photo is the MNIST digit preprocessing, for gray runs; this run takes "
                          "colour images, which are resized and normalised as in training (--preprocess auto)")
+    predictor.tta = bool(args.tta)
     sources = open_inputs(args.images, predictor, photo_arrays=args.preprocess == "photo", dataset=args.dataset,
                           split=args.split or "test", data_dir=args.data_dir)
     if args.metrics and not any(s.has_labels for s in sources):

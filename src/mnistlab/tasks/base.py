@@ -48,6 +48,8 @@ class Prepared:
     environment: dict[str, Any]  # environment.json
     describe: str  # the "training ..." line, without its run folder
     no_test: str = "no test split"  # said instead of test metrics when there is no test split
+    class_counts: list[int] | None = None  # training images (texts) per class: class weights, the imbalance warning
+    test_predict: Callable[[nn.Module, Any], torch.Tensor] | None = None  # the test pass's, if not `predict` (TTA)
 
 
 class Task(Protocol):

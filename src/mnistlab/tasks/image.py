@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
@@ -75,15 +76,17 @@ class ImageTask:
             raise UsageError(f"batch size {cfg.batch_size} is larger than the {len(train_idx)} training images with drop_last")
         device, channels_last = strategy.device, self.channels_last
 
-        def predict(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        def predict(net: nn.Module, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
             return predict_logits(net, images, data.mean, data.std, device=device, batch_size=cfg.eval_batch_size,
-                                  channels_last=channels_last)
+                                  channels_last=channels_last, tta=tta)
 
         return Prepared(
             model=model, step_model=step_model, batches=batches, steps_per_epoch=steps_per_epoch,
             autocast=torch.autocast(device.type, dtype=torch.bfloat16) if use_amp else nullcontext(),
             classes=list(data.classes), valid=data.train_images[valid_idx], valid_labels=data.train_labels[valid_idx],
             test=data.test_images, test_labels=data.test_labels, predict=predict,
+            test_predict=functools.partial(predict, tta=True) if cfg.tta else None,
+            class_counts=torch.bincount(data.train_labels[train_idx], minlength=len(data.classes)).tolist(),
             model_spec=self._model_spec(cfg), data_spec=_data_spec(cfg, data),
             summary={"model": cfg.model, "dataset": cfg.dataset, "parameters": params,
                      "image_shape": [data.in_channels, data.image_size, data.image_size],
@@ -204,14 +207,14 @@ class ImageTask:
         """Image runs have no files beyond the common ones."""
 
     def rebuild(self, ckpt: dict[str, Any], source: str, device: torch.device) -> nn.Module:
-        from mnistlab.training.checkpoint import build_model_from_checkpoint, load_model_state
+        from mnistlab.training.checkpoint import build_model_from_checkpoint, eval_state_dict, load_model_state
 
         if self.instance is None:
             # A user's file is already loaded (and was checked) in this process: build from it again.
             model = build_model_from_checkpoint(ckpt, source, user=self.user)
         else:
             model = copy.deepcopy(self.instance)
-            load_model_state(model, ckpt["state_dict"], source)
+            load_model_state(model, eval_state_dict(ckpt), source)
         model = model.eval().to(device)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)

@@ -123,6 +123,7 @@ class TextTask:
                 f"lr {cfg.lr:g}, batch {cfg.batch_size}, {device}"
             ),
             no_test="no test split (test_fraction 0)",
+            class_counts=torch.bincount(train_y, minlength=len(self.classes)).tolist(),
         )
 
     def _vocab(self, tokens: list[list[str]], train_idx: list[int], rows: Any, resume_from: "Run | None") -> Vocab:

@@ -12,7 +12,7 @@ from mnistlab.errors import MnistlabError, UsageError
 from mnistlab.models.layers import Dropout
 from mnistlab.text.tokenizer import tokenize
 from mnistlab.text.vocab import PAD_INDEX, Vocab
-from mnistlab.training.checkpoint import load_model_state
+from mnistlab.training.checkpoint import eval_state_dict, load_model_state
 
 CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -149,7 +149,7 @@ def model_from_checkpoint(ckpt: dict, source: str) -> TextClassifier:
     """The TextClassifier a text checkpoint describes, with its weights, in eval mode."""
     try:
         model = TextClassifier(**ckpt["model"]["options"])
-        load_model_state(model, ckpt["state_dict"], source)
+        load_model_state(model, eval_state_dict(ckpt), source)  # the average of a run trained with --ema
     except (KeyError, TypeError) as exc:
         raise MnistlabError(f"checkpoint {source} is not a complete text checkpoint (lacks {exc})") from None
     return model.eval()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mnistlab.config import GLOBAL_DEFAULTS, TrainConfig, validate
+from mnistlab.config import GLOBAL_DEFAULTS, TrainConfig, class_weights_setting, validate
 from mnistlab.errors import UsageError
 
 
@@ -45,9 +45,12 @@ def resolve_text(settings: TextSettings, cfg: TrainConfig) -> TrainConfig:
         if values.get(key) is None:
             values[key] = TEXT_TRAIN_DEFAULTS.get(key, default)
     values["betas"] = tuple(float(b) for b in values["betas"])
-    values.update(model=settings.model, dataset=settings.data, model_options={})
+    values.update(model=settings.model, dataset=settings.data, model_options={},
+                  class_weights=class_weights_setting(values["class_weights"]))
     resolved = TrainConfig(**values)
     validate(resolved)
+    if resolved.tta:
+        raise UsageError("tta averages over shifted copies of images: text runs have none to shift")
     if not 0 <= settings.test_fraction < 1:
         raise UsageError(f"bad test-fraction {settings.test_fraction!r}: must be in [0, 1)")
     for name in ("max_len", "min_freq", "vocab_size"):

@@ -22,6 +22,8 @@ from mnistlab.errors import CheckpointError, MnistlabError
 
 FORMAT_VERSION = 1
 KIND = "mnistlab-checkpoint"
+# The entry where a run trained with --ema keeps the average of its weights (beside the raw `state_dict`).
+EMA_KEY = "ema"
 
 
 class WriteError(MnistlabError, OSError):
@@ -167,6 +169,18 @@ def load_model_state(model: nn.Module, state_dict: dict[str, torch.Tensor], sour
     model.load_state_dict(state_dict)
 
 
+def eval_state_dict(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights a checkpoint is evaluated with: the average of a run trained with --ema, else its weights.
+
+    The one place that decides it: the test pass, evaluate, predict, export, serve and load_model all
+    rebuild models through here (resume loads the raw `state_dict` to go on training).
+    """
+    ema = ckpt.get(EMA_KEY)
+    if isinstance(ema, dict) and isinstance(ema.get("state_dict"), dict):
+        return ema["state_dict"]
+    return ckpt["state_dict"]
+
+
 def build_model_from_checkpoint(
     ckpt: dict[str, Any], source: str = "checkpoint", *, code: Any = None, user: Any = None,
     model: nn.Module | None = None,
@@ -177,6 +191,7 @@ def build_model_from_checkpoint(
     passes: `code` (a usercode.ModelCode the user gave, checked against the recorded sha256) or
     `user` (a UserModel this process already loaded); the recorded file is never imported by
     itself. A model trained as a Python object (mnistlab.fit) needs a fresh instance: `model`.
+    The weights are `eval_state_dict`'s: the average of a run trained with --ema.
     """
     from mnistlab.models import create_model
     from mnistlab.models.usercode import ModelCode, build_user_model, load_user_model, verify_code
@@ -198,7 +213,7 @@ def build_model_from_checkpoint(
             model = build_user_model(user, _known_options(user, spec.get("options", {})), **shape)
         else:
             model = create_model(spec["name"], **shape, **spec.get("options", {}))
-        load_model_state(model, ckpt["state_dict"], source)
+        load_model_state(model, eval_state_dict(ckpt), source)
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {source} lacks {exc}: not a complete mnistlab checkpoint") from None
     return model.eval()

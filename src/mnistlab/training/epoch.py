@@ -2,10 +2,16 @@
 
 This is the hot loop: it has no per-step hooks and never reads a value back from the device
 in a step, except every few steps for the progress bar.
+
+A step is an optimizer step. With gradient accumulation (`--accumulate N`) a step takes N
+batches (an epoch's last step the batches left); without it, one. The StepBudget counts steps,
+so the scheduler, `global_step`, fractional epochs and resume all count optimizer steps, and a
+checkpoint always falls between two steps, never inside one's batches: resume stays exact.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -55,62 +61,68 @@ class EpochResult:
 
 
 def train_one_epoch(
-    model: nn.Module,
-    batches: Any,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    *,
-    max_steps: int,
-    label_smoothing: float,
-    clip_grad: float | None,
-    autocast: Any,
-    device: torch.device,
-    bar: Any,
-    epoch: int,
+    model: nn.Module, batches: Any, optimizer: torch.optim.Optimizer, scheduler: Any, *, max_steps: int,
+    label_smoothing: float, clip_grad: float | None, autocast: Any, device: torch.device, bar: Any, epoch: int,
+    accumulate: int = 1, max_batches: int | None = None, loss_weight: torch.Tensor | None = None,
 ) -> EpochResult:
-    """One pass over `batches` (at most `max_steps` steps). Raises TrainingDiverged on a NaN/inf loss.
+    """One pass over `batches`: at most `max_batches` batches (default max_steps * accumulate), an optimizer
+    step every `accumulate` of them and after the last. Raises TrainingDiverged on a NaN/inf loss.
 
     The losses stay on the device in a preallocated buffer: reading one back with
     `.item()` would stall every step (a GPU sync; a dispatch on CPU). They are read only
-    for the progress bar every few steps and once at the end of the epoch.
-    `clip_grad` None or 0 means no clipping.
+    for the progress bar every few batches and once at the end of the epoch.
+    `clip_grad` None or 0 means no clipping. With accumulation each batch's loss is divided by
+    the batches of its step, so N batches of B add up to the gradient of one batch of N*B;
+    under DDP only a step's last batch synchronises the gradients. `loss_weight`: per-class
+    weights of the cross-entropy (None: none).
     """
     model.train()
-    losses = torch.zeros(max_steps, device=device)
+    max_batches = max_steps * accumulate if max_batches is None else max_batches
+    skip_sync = getattr(model, "no_sync", None)  # DistributedDataParallel's
+    losses = torch.zeros(max_batches, device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
-    steps = seen = shown = 0
+    done = steps = seen = shown = group = 0
     start = time.perf_counter()
     for x, y in batches:
-        if steps >= max_steps:
+        if done >= max_batches:
             break
-        with autocast:
-            logits = model(x)
-        # The loss in fp32 even under bf16 autocast: cross-entropy's log-sum-exp needs the range.
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip_grad:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        losses[steps] = loss.detach()
+        if done % accumulate == 0:  # the first batch of a step
+            optimizer.zero_grad(set_to_none=True)
+            group = min(accumulate, max_batches - done)
+        stepping = done % accumulate + 1 == group
+        with _SYNC if stepping or skip_sync is None else skip_sync():
+            with autocast:
+                logits = model(x)
+            # The loss in fp32 even under bf16 autocast: cross-entropy's log-sum-exp needs the range.
+            loss = F.cross_entropy(logits.float(), y, weight=loss_weight, label_smoothing=label_smoothing)
+            (loss if group == 1 else loss / group).backward()
+        if stepping:
+            if clip_grad:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            steps += 1
+        losses[done] = loss.detach()
         correct += (logits.detach().argmax(1) == y).sum()
         seen += len(y)
-        steps += 1
-        if bar is not None and steps - shown >= BAR_REFRESH_STEPS:
-            shown = _show(bar, losses, correct, shown, steps, seen, epoch)
+        done += 1
+        if bar is not None and done - shown >= BAR_REFRESH_STEPS:
+            shown = _show(bar, losses, correct, shown, done, seen, epoch)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     if bar is not None:
-        bar.update(steps - shown)
-    losses = losses[:steps]
+        bar.update(done - shown)
+    losses = losses[:done]
     _check_finite(losses, epoch, 0)
     return EpochResult(
-        loss=float(losses.mean().item()) if steps else math.nan,
+        loss=float(losses.mean().item()) if done else math.nan,
         accuracy=correct.item() / max(seen, 1), seconds=seconds, steps=steps, samples=seen,
     )
+
+
+_SYNC = contextlib.nullcontext()  # a batch that synchronises (every batch without accumulation)
 
 
 def _show(bar: Any, losses: torch.Tensor, correct: torch.Tensor, shown: int, steps: int, seen: int,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import math
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -22,6 +23,7 @@ import torch
 from torch.nn import functional as F
 
 import mnistlab
+from mnistlab.class_weights import imbalance, loss_weights
 from mnistlab.config import TrainConfig
 from mnistlab.errors import MnistlabError, Terminated, TrainingDiverged
 from mnistlab.locks import folder_lock
@@ -31,7 +33,7 @@ from mnistlab.signals import sigterm_as_interrupt
 from mnistlab.tasks.base import Prepared, Task
 from mnistlab.training import epoch as epoch_loop
 from mnistlab.training.callbacks import Callback, CallbackList, default_callbacks
-from mnistlab.training.checkpoint import load_checkpoint
+from mnistlab.training.checkpoint import EMA_KEY, load_checkpoint
 from mnistlab.training.epoch import EpochResult, StepBudget, epoch_row, merge_rows
 from mnistlab.training.hardware import seed_everything
 from mnistlab.training.optim import build_optimizer, build_scheduler
@@ -48,7 +50,9 @@ class Trainer:
     """One run. Callbacks may read every attribute; see mnistlab.Callback for what each hook may change.
 
     Attributes (set by fit): cfg, task, strategy, reporter, prep (the task's Prepared), model
-    (the plain module), optimizer, scheduler, budget (StepBudget), run and path (the run folder).
+    (the plain module), optimizer, scheduler, budget (StepBudget: optimizer steps), run and path (the
+    run folder), class_weights (the loss's per-class weights, or None). `eval_model` is the module
+    validation scores, `model` unless a callback sets another in on_fit_start (EMA sets its average).
     """
 
     def __init__(
@@ -60,7 +64,8 @@ class Trainer:
         self.reporter = reporter or Reporter(cfg.progress, enabled=strategy.is_main)  # only rank 0 prints
         if builtins is None:
             builtins = default_callbacks(cfg.patience, plots=cfg.plots, tensorboard=cfg.tensorboard,
-                                         mlflow=cfg.mlflow, mlflow_checkpoints=cfg.mlflow_checkpoints)
+                                         mlflow=cfg.mlflow, mlflow_checkpoints=cfg.mlflow_checkpoints,
+                                         ema=cfg.ema or 0.0)
         self.callbacks = CallbackList([*builtins, *callbacks], is_main=strategy.is_main)
         self.callbacks.state_dicts()  # a state that checkpoints cannot hold is refused before any run folder
         self.prep: Prepared
@@ -95,8 +100,13 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
         self.prep = self.task.prepare(cfg, self.strategy, self.reporter, self.resume_from)
-        self.model = self.prep.model
-        self.budget = StepBudget.plan(cfg.epochs, self.prep.steps_per_epoch)
+        self.model = self.eval_model = self.prep.model
+        # The budget counts optimizer steps: with --accumulate N, one per N batches (and the epoch's rest).
+        self.budget = StepBudget.plan(cfg.epochs, math.ceil(self.prep.steps_per_epoch / self._accumulate))
+        self.class_weights: list[float] | None = None
+        self._loss_weight: torch.Tensor | None = None
+        if self.resume_from is None:  # a resumed run takes its checkpoint's (in _open)
+            self._weigh_classes(None)
         self.optimizer = build_optimizer(cfg, self.model, self.strategy.device)
         self.scheduler = build_scheduler(cfg, self.optimizer, self.budget.total_steps, self.budget.steps_per_epoch)
 
@@ -121,6 +131,7 @@ class Trainer:
             )
             check_same_data(resumed.checkpoint.get("data") or {}, self.prep.data_spec, self.resume_from)
             self.strategy.restore_rng(resumed.checkpoint, cfg.seed)
+            self._weigh_classes(resumed.checkpoint.get("class_weights"))  # as trained, even if the file changed
             state.resumed, state.history, state.global_step = True, resumed.history, resumed.global_step
             state.train_seconds, state.seconds_before = resumed.train_seconds, resumed.total_seconds
             state.start_epoch = resumed.start_epoch(self.budget.steps_per_epoch)
@@ -133,6 +144,25 @@ class Trainer:
             write_yaml(path / "config.yaml", {**self.task.config_record(cfg), "package_version": mnistlab.__version__})
             write_json(path / "environment.json", {**self.prep.environment, **self.strategy.describe()})
             self.task.write_files(path)
+
+    @property
+    def _accumulate(self) -> int:
+        return int(self.cfg.accumulate or 1)
+
+    def _weigh_classes(self, saved: list[float] | None) -> None:
+        """The loss's class weights: `saved` (a resumed run's, as it trained even if its file changed since),
+        else from cfg.class_weights and the training split's counts, with a warning if they are imbalanced."""
+        prep, cfg = self.prep, self.cfg
+        counts = prep.class_counts or []
+        if saved is None:
+            warning = imbalance(counts, prep.classes)
+            if warning and cfg.class_weights is None:
+                self.reporter.warn(f"{warning}; --class-weights balanced weighs the loss against it")
+            saved = loss_weights(cfg.class_weights, counts, prep.classes)
+        self.class_weights = saved
+        if saved is not None:
+            self._loss_weight = torch.tensor(self.class_weights, dtype=torch.float32, device=self.strategy.device)
+            prep.summary["class_weights"] = self.class_weights
 
     # ------------------------------------------------------------------ the loop
 
@@ -169,18 +199,21 @@ class Trainer:
 
     def _steps(self, epoch: int, skip: int) -> EpochResult:
         """The epoch's optimizer steps: its share of the budget, after `skip` steps already taken."""
-        prep, cfg = self.prep, self.cfg
+        prep, cfg, n = self.prep, self.cfg, self._accumulate
         steps = self.budget.steps_in(epoch) - skip
+        # Each step takes n batches; the epoch's last step takes those left.
+        batches_left = min(self.budget.steps_in(epoch) * n, prep.steps_per_epoch) - skip * n
         prep.batches.set_epoch(epoch)  # the order of epoch e depends only on (seed, e)
         batches: Any = iter(prep.batches)
         if skip:
-            batches = itertools.islice(batches, skip, None)
-        bar = self.reporter.bar(steps, f"epoch {epoch}/{self.budget.epochs}")
+            batches = itertools.islice(batches, skip * n, None)
+        bar = self.reporter.bar(batches_left, f"epoch {epoch}/{self.budget.epochs}")
         try:
             return epoch_loop.train_one_epoch(
                 prep.step_model, batches, self.optimizer, self.scheduler, max_steps=steps,
                 label_smoothing=cfg.label_smoothing, clip_grad=cfg.clip_grad, autocast=prep.autocast,
                 device=self.strategy.device, bar=None if bar.disable else bar, epoch=epoch,
+                accumulate=n, max_batches=batches_left, loss_weight=self._loss_weight,
             )
         finally:
             bar.close()
@@ -189,8 +222,9 @@ class Trainer:
         prep = self.prep
         if not len(prep.valid_labels):
             return
-        self.strategy.sync_buffers(self.model)  # every rank evaluates rank 0's BatchNorm statistics
-        logits = self.strategy.predict(prep.predict, self.model, prep.valid)
+        model = self.eval_model
+        self.strategy.sync_buffers(model)  # every rank evaluates rank 0's BatchNorm statistics
+        logits = self.strategy.predict(prep.predict, model, prep.valid)
         row["valid_loss"] = float(F.cross_entropy(logits, prep.valid_labels).item())
         row["valid_accuracy"] = float((logits.argmax(1) == prep.valid_labels).float().mean().item())
 
@@ -204,14 +238,16 @@ class Trainer:
         ckpt = None
         if self.strategy.is_main:
             full = load_checkpoint(folder / f"{which}.pt")
-            ckpt = {key: full[key] for key in ("model", "data", "state_dict")}
+            ckpt = {key: full[key] for key in ("model", "data", "state_dict", EMA_KEY) if key in full}
         # Only rank 0 surely sees the files (other nodes may not share its disk): it sends the weights.
         which, ckpt = self.strategy.broadcast((which, ckpt))
         model = self.task.rebuild(ckpt, which, self.strategy.device)
         state.checkpoint_scored, state.test = which, {}
         if len(self.prep.test_labels):
-            state.test_logits = self.strategy.predict(self.prep.predict, model, self.prep.test)
+            predict = self.prep.test_predict or self.prep.predict  # TTA's, with --tta
+            state.test_logits = self.strategy.predict(predict, model, self.prep.test)
             state.test = score(state.test_logits, self.prep.test_labels, self.prep.classes)
+            state.test["tta"] = bool(self.cfg.tta)
 
     def checkpoint_payload(self, state: FitState) -> dict[str, Any] | None:
         """The checkpoint of the current epoch (None on ranks other than 0). A collective: every rank calls it."""
@@ -223,6 +259,7 @@ class Trainer:
             "data": self.prep.data_spec,
             **training_state(self.model, self.optimizer, self.scheduler, state, self.budget.steps_per_epoch),
             **({"rng_per_rank": rngs} if rngs else {}),
+            **({"class_weights": self.class_weights} if self.class_weights is not None else {}),
             **self.callbacks.state_dicts(),
             "config": self.task.config_record(self.cfg),
         }

@@ -18,7 +18,7 @@ HOOKS = ("on_fit_start", "on_epoch_start", "on_validation_end", "on_epoch_end", 
 CORE_KEYS = frozenset({
     "kind", "format_version", "model", "data", "state_dict", "optimizer", "scheduler", "rng", "rng_per_rank",
     "epoch", "history", "train_seconds", "total_seconds", "global_step", "steps_per_epoch", "mnistlab_version",
-    "config",
+    "config", "class_weights",
 })
 
 

@@ -16,7 +16,7 @@ class Progress(Callback):
     def on_fit_start(self, trainer: Any, state: FitState) -> None:
         if state.resumed:
             trainer.reporter.info(f"resuming {trainer.path} from epoch {state.start_epoch}")
-        trainer.reporter.info(f"{trainer.prep.describe} -> {trainer.path}")
+        trainer.reporter.info(f"{trainer.prep.describe}{tools_note(trainer.cfg)} -> {trainer.path}")
 
     def on_epoch_end(self, trainer: Any, state: FitState) -> None:
         trainer.reporter.epoch(state.row, trainer.budget.epochs)
@@ -45,6 +45,20 @@ def python_resume(trainer: Any) -> str:
     model = str(trainer.cfg.model)
     code = f", model_code={model.rsplit(':', 1)[0]!r}" if ".py:" in model else ""
     return f"mnistlab.train(resume={path!r}{code})"
+
+
+def tools_note(cfg: Any) -> str:
+    """The start line's mention of the training tools a run uses: ", ema 0.999, 4 batches a step, ..." or ""."""
+    parts = []
+    if cfg.ema:
+        parts.append(f"ema {cfg.ema:g}")
+    if (cfg.accumulate or 1) > 1:
+        parts.append(f"{cfg.accumulate} batches a step (batch {cfg.batch_size * cfg.accumulate} in effect)")
+    if cfg.class_weights:
+        parts.append(f"class weights {cfg.class_weights}")
+    if cfg.tta:
+        parts.append("test-time augmentation")
+    return "".join(f", {part}" for part in parts)
 
 
 def require_tensorboard() -> None:

@@ -1,0 +1,519 @@
+"""The training tools: gradient accumulation, EMA of the weights, test-time augmentation, class weights
+and the learning-rate finder. Each test shows what the tool does to the numbers, on made data."""
+
+from __future__ import annotations
+
+import json
+import math
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from test_trainer import cfg, cli
+from torch import nn
+
+import mnistlab
+from mnistlab.class_weights import balanced_weights, imbalance, loss_weights, read_weights_file
+from mnistlab.config import TrainConfig
+from mnistlab.errors import UsageError
+from mnistlab.predict import Predictor
+from mnistlab.runs import read_metrics_csv
+from mnistlab.scoring import predict_logits
+from mnistlab.text.engine import load_text_run, train_text
+from mnistlab.training.callbacks import EMA
+from mnistlab.training.checkpoint import load_checkpoint
+from mnistlab.training.epoch import train_one_epoch
+from mnistlab.training.lr_finder import suggest
+from mnistlab.training.state import FitState
+from mnistlab.tta import SHIFTS, averaged_logits, shifted
+
+CPU = torch.device("cpu")
+
+
+class FlatLinear(nn.Module):
+    """A user's own module: one Linear layer on the flattened image."""
+
+    def __init__(self, inputs: int, classes: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(inputs, classes)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def weights(run, which: str = "last", key: str = "state_dict") -> dict[str, torch.Tensor]:
+    ckpt = load_checkpoint(run.checkpoint_path(which))
+    return ckpt["ema"]["state_dict"] if key == "ema" else ckpt[key]
+
+
+def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], **tol) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        if tol:
+            torch.testing.assert_close(a[k], b[k], **tol, msg=k)
+        else:
+            assert torch.equal(a[k], b[k]), k
+
+
+# ----------------------------------------------------------------------------- gradient accumulation
+
+NO_BN_NO_DROPOUT = {"hidden_dims": (784, 64, 32), "batchnorm": False, "dropout": None}
+
+
+def test_four_batches_of_16_accumulated_are_one_batch_of_64(fake_mnist_root, tmp_path):
+    # 480 training images: batch 16 x 4 and batch 64 both make 8 optimizer steps an epoch; 1/8 epoch is one step.
+    c = cfg(fake_mnist_root, tmp_path, model="dnn", model_options=NO_BN_NO_DROPOUT, optimizer="sgd", lr=0.5,
+            momentum=0.9, epochs=0.125, seed=3)
+    accumulated = mnistlab.train(c, batch_size=16, accumulate=4, name="b16x4")
+    big = mnistlab.train(c, batch_size=64, name="b64")
+    single = mnistlab.train(c, batch_size=16, epochs=1 / 30, name="b16")  # one step of the first 16 alone
+    for run in (accumulated, big, single):
+        assert load_checkpoint(run.checkpoint_path("last"))["global_step"] == 1
+    assert_same(weights(accumulated), weights(big), rtol=1e-5, atol=1e-6)
+    differs = [k for k in weights(big) if not torch.allclose(weights(big)[k], weights(single)[k], atol=1e-4)]
+    assert differs  # a batch of 16 is another step: the comparison can fail
+    assert accumulated.summary["accuracy"] == pytest.approx(big.summary["accuracy"], abs=0.01)
+    assert yaml.safe_load((accumulated.path / "config.yaml").read_text())["accumulate"] == 4
+
+
+def test_an_epochs_last_step_takes_the_batches_left_and_averages_over_them():
+    torch.manual_seed(0)
+    model = nn.Linear(6, 3)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    xs, ys = torch.randn(40, 6), torch.randint(0, 3, (40,))
+    batches = [(xs[i : i + 8], ys[i : i + 8]) for i in range(0, 40, 8)]  # 5 batches: steps of 3 and 2
+    opt = torch.optim.SGD(model.parameters(), lr=0.3)
+    result = train_one_epoch(model, batches, opt, None, max_steps=2, max_batches=5, accumulate=3,
+                             label_smoothing=0.0, clip_grad=None, autocast=torch.autocast("cpu", enabled=False),
+                             device=CPU, bar=None, epoch=1)
+    assert result.steps == 2 and result.samples == 40
+    ref = nn.Linear(6, 3)
+    ref.load_state_dict(start)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.3)
+    for lo, hi in ((0, 24), (24, 40)):  # the same two steps on one batch each
+        ref_opt.zero_grad()
+        nn.functional.cross_entropy(ref(xs[lo:hi]), ys[lo:hi]).backward()
+        ref_opt.step()
+    assert_same(model.state_dict(), ref.state_dict(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_schedule_and_the_budget_count_optimizer_steps(fake_mnist_root, tmp_path):
+    # 480 images in batches of 64: 8 batches an epoch, 3 steps of 3, 3 and 2 batches with --accumulate 3.
+    run = mnistlab.train(cfg(fake_mnist_root, tmp_path, model="logistic", batch_size=64, accumulate=3, epochs=2,
+                             scheduler="onecycle", lr=0.1, optimizer="sgd"))
+    ckpt = load_checkpoint(run.checkpoint_path("last"))
+    assert ckpt["global_step"] == 6 and ckpt["scheduler"]["last_epoch"] == 6
+    assert ckpt["scheduler"]["total_steps"] == 6
+    assert [row["steps"] for row in ckpt["history"]] == [3, 3] and [r["samples"] for r in ckpt["history"]] == [480] * 2
+
+
+def test_a_fractional_accumulating_run_resumes_at_its_exact_step(fake_mnist_root, tmp_path):
+    c = cfg(fake_mnist_root, tmp_path, model="dnn", batch_size=32, accumulate=3, ema=0.9, seed=2)
+    straight = mnistlab.train(c, epochs=1, name="straight")
+    half = mnistlab.train(c, epochs=0.5, name="half")
+    assert load_checkpoint(half.checkpoint_path("last"))["global_step"] == 2  # 15 batches: 5 steps, half is 2
+    resumed = mnistlab.train(TrainConfig(resume=str(half.path), epochs=1, progress="quiet"))
+    assert_same(weights(straight), weights(resumed))
+    assert_same(weights(straight, key="ema"), weights(resumed, key="ema"))
+    for key in ("accuracy", "loss", "confusion_matrix"):
+        assert straight.summary[key] == resumed.summary[key], key
+
+
+# ----------------------------------------------------------------------------- EMA of the weights
+
+def _fake_trainer(model: nn.Module) -> types.SimpleNamespace:
+    return types.SimpleNamespace(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.5))
+
+
+def test_ema_averages_the_parameters_after_each_step_and_copies_the_buffers():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    trainer = _fake_trainer(model)
+    ema = EMA(0.2)
+    ema.on_fit_start(trainer, FitState())
+    assert trainer.eval_model is ema.model and ema.model is not model
+    expected = [p.detach().clone() for p in model.parameters()]
+    for t in (1, 2, 3):
+        trainer.optimizer.zero_grad()
+        model(torch.randn(8, 4)).pow(2).mean().backward()
+        trainer.optimizer.step()
+        decay = min(0.2, (1 + t) / (10 + t))  # the warm-up caps the decay early on: 0.18 at step 1
+        expected = [decay * e + (1 - decay) * p.detach() for e, p in zip(expected, model.parameters())]
+    for avg, want in zip(ema.model.parameters(), expected):
+        torch.testing.assert_close(avg, want)
+    assert not torch.allclose(ema.model[0].weight, model[0].weight)  # the average lags the weights
+    assert torch.equal(ema.model[1].running_mean, model[1].running_mean)  # copied, not averaged
+    assert ema.updates == 3 and not any(p.requires_grad for p in ema.model.parameters())
+    ema.on_fit_end(trainer, FitState())
+    before = [p.clone() for p in ema.model.parameters()]
+    trainer.optimizer.step()  # the hook is gone: the average no longer moves
+    assert all(torch.equal(a, b) for a, b in zip(before, ema.model.parameters()))
+
+
+def test_ema_validates_and_tests_with_the_average_and_never_changes_the_training(fake_mnist_root, tmp_path):
+    c = cfg(fake_mnist_root, tmp_path, model="logistic", epochs=2, optimizer="sgd", lr=0.5, seed=1)
+    plain = mnistlab.train(c, name="plain")
+    averaged = mnistlab.train(c, ema=0.95, name="ema")
+    assert_same(weights(plain), weights(averaged))  # the raw weights trained exactly as without
+    raw, avg = weights(averaged), weights(averaged, key="ema")
+    assert any(not torch.allclose(raw[k], avg[k]) for k in raw)
+    last_row = read_metrics_csv(averaged.path / "metrics.csv")[-1]
+    on_valid = mnistlab.evaluate(averaged, split="valid", checkpoint="last")
+    assert on_valid["loss"] == pytest.approx(float(last_row["valid_loss"]), rel=1e-5)
+    assert on_valid["loss"] != pytest.approx(read_metrics_csv(plain.path / "metrics.csv")[-1]["valid_loss"], rel=1e-3)
+    tested = mnistlab.evaluate(averaged)
+    assert tested["loss"] == pytest.approx(averaged.summary["loss"], rel=1e-6)
+    # evaluate, predict, export and load_model all rebuild through the same place: the average.
+    model = mnistlab.load_model(averaged)
+    assert_same(model.state_dict(), avg)
+    assert_same(Predictor.from_run(averaged.path).model.state_dict(), avg)
+    assert yaml.safe_load((averaged.path / "config.yaml").read_text())["ema"] == 0.95
+
+
+def test_ema_resumes_exactly_after_an_interruption(fake_mnist_root, tmp_path):
+    class StopAt(mnistlab.Callback):
+        def on_epoch_start(self, trainer, state):
+            if state.epoch == 3:
+                raise KeyboardInterrupt()
+
+    c = cfg(fake_mnist_root, tmp_path, model="dnn", batch_size=64, epochs=3, ema=0.9, seed=4)
+    straight = mnistlab.train(c, name="straight")
+    with pytest.raises(KeyboardInterrupt):
+        mnistlab.train(c, name="cut", callbacks=[StopAt()])
+    cut = tmp_path / "runs" / "cut"
+    assert load_checkpoint(cut / "checkpoints" / "last.pt")["ema"]["updates"] == 16
+    resumed = mnistlab.train(TrainConfig(resume=str(cut), progress="quiet"))
+    assert_same(weights(straight, key="ema"), weights(resumed, key="ema"))
+    assert_same(weights(straight), weights(resumed))
+    assert straight.summary["loss"] == resumed.summary["loss"]
+
+
+def test_ema_for_a_module_object_and_a_text_run(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.arange(90) % 3
+    images = rng.integers(0, 40, (90, 8, 8)).astype(np.uint8)
+    images[np.arange(90), labels * 2 + 1, 2] = 250
+    run = mnistlab.fit(FlatLinear(64, 3), data=(images, labels), epochs=2, ema=0.8, accumulate=2, out=str(tmp_path / "runs"),
+                       progress="quiet", plots=False, optimizer="sgd", lr=0.5)
+    ckpt = load_checkpoint(run.checkpoint_path("best"))
+    assert_same(mnistlab.load_model(run, model=FlatLinear(64, 3)).state_dict(), ckpt["ema"]["state_dict"])
+
+    text = train_text("builtin:sentiment", epochs=1, ema=0.9, accumulate=2, class_weights="balanced",
+                      out=str(tmp_path / "runs"), progress="quiet", plots=False)
+    ckpt = load_checkpoint(text.checkpoint_path("best"))
+    assert_same(load_text_run(text.path).model.state_dict(), ckpt["ema"]["state_dict"])
+    assert len(ckpt["class_weights"]) == len(text.summary["per_class"]) == len(text.summary["class_weights"])
+    with pytest.raises(UsageError, match="text run"):
+        mnistlab.evaluate(text, tta=True)
+    with pytest.raises(UsageError, match="text runs"):
+        train_text("builtin:sentiment", epochs=1, tta=True, out=str(tmp_path / "runs"), progress="quiet")
+
+
+# ----------------------------------------------------------------------------- test-time augmentation
+
+def test_shifted_moves_the_content_and_fills_with_black():
+    x = torch.zeros(1, 1, 5, 5, dtype=torch.uint8)
+    x[0, 0, 2, 3] = 200
+    assert shifted(x, 1, 0)[0, 0, 3, 3] == 200 and shifted(x, 0, -1)[0, 0, 2, 2] == 200
+    assert shifted(x, 0, 2)[0, 0].sum() == 0  # pushed out: nothing wraps around
+    assert shifted(x, -1, 0).dtype == torch.uint8 and shifted(x, -1, 0).shape == x.shape
+
+
+def _template_model(spots: list[tuple[int, int]]) -> nn.Module:
+    """Class k lights up only when pixel spots[k] is bright: a model that knows one exact position per class."""
+    net = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, len(spots), bias=False))
+    with torch.no_grad():
+        net[1].weight.zero_()
+        for k, (r, c) in enumerate(spots):
+            net[1].weight[k, r * 28 + c] = 10.0
+    return net.eval()
+
+
+def test_tta_finds_digits_one_pixel_off_where_the_plain_pass_cannot():
+    spots = [(5, 5), (5, 20), (20, 5), (20, 20)]
+    model = _template_model(spots)
+    images = torch.zeros(8, 1, 28, 28, dtype=torch.uint8)
+    labels = torch.arange(8) % 4
+    for i, k in enumerate(labels.tolist()):
+        r, c = spots[k]
+        dy, dx = SHIFTS[1 + i % 4]  # each one pixel off its class's spot, in each direction
+        images[i, 0, r + dy, c + dx] = 255
+    plain = predict_logits(model, images, (0.0,), (1.0,))
+    assert (plain.argmax(1) == labels).float().mean() < 0.5  # every logit is 0: a guess
+    tta = predict_logits(model, images, (0.0,), (1.0,), tta=True)
+    assert torch.equal(tta.argmax(1), labels)
+    # The log of the mean softmax over the 5 views, and the same numbers from predict's Predictor.
+    assert torch.allclose(torch.softmax(tta, 1).sum(1), torch.ones(8))
+    predictor = Predictor(model, (0.0,), (1.0,), [str(k) for k in range(4)])
+    predictor.tta = True
+    assert np.allclose(predictor.predict_logits(images.numpy()), tta.numpy(), atol=1e-6)
+    predictor.tta = False
+    assert np.allclose(predictor.predict_logits(images.numpy()), plain.numpy())
+
+
+def test_averaged_logits_is_the_log_of_the_mean_softmax():
+    views = []
+
+    def forward(x):
+        views.append(x.clone())
+        return torch.full((1, 3), float(len(views))) * torch.tensor([[1.0, 0.0, -1.0]])
+
+    out = averaged_logits(forward, torch.zeros(1, 1, 4, 4))
+    want = torch.stack([torch.softmax(torch.tensor([v, 0.0, -v]), 0) for v in (1.0, 2, 3, 4, 5)]).mean(0).log()
+    assert len(views) == len(SHIFTS) == 5 and torch.allclose(out[0], want)
+
+
+def test_tta_in_train_evaluate_and_predict_gives_one_answer(fake_mnist_root, tmp_path, capsys):
+    run = mnistlab.train(cfg(fake_mnist_root, tmp_path, model="logistic", epochs=1, tta=True))
+    assert run.summary["tta"] is True
+    with_tta, without = mnistlab.evaluate(run, tta=True), mnistlab.evaluate(run)
+    assert with_tta["tta"] is True and without["tta"] is False
+    assert with_tta["loss"] == pytest.approx(run.summary["loss"], rel=1e-6)
+    assert with_tta["loss"] != pytest.approx(without["loss"], rel=1e-4)
+    metrics = tmp_path / "m.json"
+    code, out, err = cli(capsys, "predict", str(run.path), "--dataset", "mnist", "--data-dir", str(fake_mnist_root),
+                         "--metrics", str(metrics), "--tta")
+    assert code == 0, err
+    saved = json.loads(metrics.read_text())
+    assert saved["tta"] is True and saved["accuracy"] == with_tta["accuracy"]
+    assert saved["loss"] == pytest.approx(with_tta["loss"], rel=1e-5)
+    assert "(test-time augmentation)" in err
+    code, out, _ = cli(capsys, "evaluate", str(run.path), "--tta", "--no-plots")
+    assert code == 0 and "test-time augmentation (5 views)" in out
+
+
+# ----------------------------------------------------------------------------- class weights
+
+def test_balanced_weights_and_weight_files(tmp_path):
+    assert balanced_weights([30, 10, 0]) == [40 / 90, 40 / 30, 0.0]
+    assert loss_weights(None, [3, 1], ["a", "b"]) is None
+    good = tmp_path / "w.json"
+    good.write_text('{"b": 3}')
+    assert read_weights_file(good, ["a", "b"]) == [1.0, 3.0]
+    good.write_text("[0.5, 2]")
+    assert loss_weights(str(good), [3, 1], ["a", "b"]) == [0.5, 2.0]
+    for text, match in (("[1, 2, 3]", "list of 2 numbers"), ('{"zz": 1}', "names classes"), ("[1, -1]", ">= 0"),
+                        ("[0, 0]", "all 0"), ("{nope", "not valid JSON"), ('[1, "x"]', ">= 0")):
+        good.write_text(text)
+        with pytest.raises(UsageError, match=match):
+            read_weights_file(good, ["a", "b"])
+    with pytest.raises(UsageError, match="cannot read"):
+        read_weights_file(tmp_path / "missing.json", ["a", "b"])
+    assert imbalance([30, 10], ["a", "b"]) is None and "3.1:1" in imbalance([31, 10], ["a", "b"])
+    assert "no images" in imbalance([5, 0], ["a", "b"])
+
+
+def _imbalanced_folder(root: Path) -> Path:
+    """train/: 300 images of class a, 30 each of b and c; test/: 60 of each. A faint square on noise marks
+    the class: the classes overlap, so a model trained without weights favours the big class."""
+    rng = np.random.default_rng(0)
+    spots = {"a": (7, 7), "b": (7, 20), "c": (20, 14)}
+    for split, counts in (("train", {"a": 300, "b": 30, "c": 30}), ("test", {"a": 60, "b": 60, "c": 60})):
+        for name, n in counts.items():
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            r, c = spots[name]
+            for i in range(n):
+                img = rng.integers(0, 120, (28, 28)).astype(np.int32)
+                img[r - 2 : r + 3, c - 2 : c + 3] += 20
+                Image.fromarray(img.astype(np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+def test_balanced_class_weights_raise_the_macro_recall_of_imbalanced_data(tmp_path, capsys):
+    data = _imbalanced_folder(tmp_path / "imbalanced")
+    code, _, err = cli(capsys, "data", "info", "--dataset", f"folder:{data}")
+    assert code == 0 and "warning: the classes are imbalanced: 'a' has 300 training images, 'b' 30 (10.0:1" in err
+    c = cfg(tmp_path, tmp_path, dataset=f"folder:{data}", model="logistic", optimizer="sgd", lr=0.05, epochs=3,
+            batch_size=32, valid_fraction=0.0)
+    plain = mnistlab.train(c, name="plain")
+    assert "the classes are imbalanced" in capsys.readouterr().err
+    weighted = mnistlab.train(c, class_weights="balanced", name="weighted")
+    assert "imbalanced" not in capsys.readouterr().err
+    a, b = plain.summary, weighted.summary
+    print(f"macro recall {a['recall_macro']:.3f} without weights, {b['recall_macro']:.3f} with")
+    assert b["recall_macro"] > a["recall_macro"] + 0.03
+    small = [r["recall"] for r in a["per_class"][1:]], [r["recall"] for r in b["per_class"][1:]]
+    assert sum(small[1]) > sum(small[0])  # the small classes are found more often
+    assert b["class_weights"] == pytest.approx([360 / 900, 360 / 90, 360 / 90])
+
+
+def test_no_imbalance_warning_for_balanced_data(fake_mnist_root, tmp_path, capsys):
+    cli(capsys, "data", "info", "--data-dir", str(fake_mnist_root))
+    mnistlab.train(cfg(fake_mnist_root, tmp_path, model="logistic", epochs=1))
+    assert "imbalanced" not in capsys.readouterr().err
+
+
+def test_a_weights_file_is_recorded_and_a_resume_keeps_the_weights_it_trained_with(fake_mnist_root, tmp_path,
+                                                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("w.json").write_text(json.dumps({"3": 5.0, "7": 0.2}))
+    c = cfg(fake_mnist_root, tmp_path, model="dnn", batch_size=32, class_weights="w.json")
+    straight = mnistlab.train(c, epochs=1, name="straight")
+    recorded = yaml.safe_load((straight.path / "config.yaml").read_text())["class_weights"]
+    assert recorded == str(tmp_path / "w.json")
+    half = mnistlab.train(c, epochs=0.5, name="half")
+    Path("w.json").write_text("[1, 1, 1, 1, 1, 1, 1, 1, 1, 1]")  # edited after the run started
+    resumed = mnistlab.train(TrainConfig(resume=str(half.path), epochs=1, progress="quiet"))
+    assert_same(weights(straight), weights(resumed))
+    assert resumed.summary["class_weights"][3] == 5.0
+    rerun = mnistlab.train(c, epochs=1, name="rerun")
+    assert rerun.summary["class_weights"] == [1.0] * 10  # a new run reads the file as it is now
+
+
+# ----------------------------------------------------------------------------- learning-rate finder
+
+def test_the_suggestion_rules():
+    lrs = [10 ** (-6 + 0.1 * i) for i in range(61)]  # 1e-6 .. 1
+    # falls fastest at 1e-3 (a tanh step), lowest at 1e-1, then rises
+    loss = [2 - math.tanh(3 * (math.log10(lr) + 3)) + max(0.0, math.log10(lr) + 1) ** 2 * 5 for lr in lrs]
+    assert suggest(lrs, loss, "min10") == pytest.approx(lrs[loss.index(min(loss))] / 10)
+    assert suggest(lrs, loss, "steepest") == pytest.approx(1e-3, rel=0.3)
+    with pytest.raises(UsageError, match="too few"):
+        suggest(lrs[:5], loss[:5], "min10")
+    with pytest.raises(UsageError, match="fell by less than 5%"):
+        suggest(lrs, sorted(loss), "min10")
+    with pytest.raises(UsageError, match="fell by less than 5%"):
+        suggest(lrs, [2.0 - 0.001 * i for i in range(61)], "min10")  # a flat, noiseless curve
+
+
+def test_lr_find_tests_a_copy_and_its_suggestion_trains(fake_mnist_root, tmp_path):
+    torch.manual_seed(0)
+    net = FlatLinear(784, 10)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    result = mnistlab.lr_find(model=net, data_dir=str(fake_mnist_root), optimizer="sgd", batch_size=32,
+                              steps=60, start_lr=1e-6, end_lr=1e4, progress="quiet", plot=tmp_path / "lr.png")
+    assert_same(net.state_dict(), before)  # the object itself never trained
+    assert (tmp_path / "lr.png").stat().st_size > 1000
+    assert result.stopped.startswith("stopped at lr")  # lr 1e4 with SGD blows the loss up before the end
+    assert len(result.lrs) < 60 and result.lrs[0] == 1e-6
+    c = cfg(fake_mnist_root, tmp_path, model="logistic", optimizer="sgd", batch_size=32, epochs=1, valid_fraction=0.2)
+    at_suggestion = mnistlab.train(c, lr=result.suggestion, name="suggested")
+    far_below = mnistlab.train(c, lr=result.suggestion / 1e4, name="tiny")
+    assert at_suggestion.summary["accuracy"] > 0.9 > far_below.summary["accuracy"]
+
+
+def test_lr_find_command(fake_mnist_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = ["lr-find", "--model", "logistic", "--data-dir", str(fake_mnist_root), "--steps", "40"]
+    code, out, err = cli(capsys, *base)
+    assert code == 0, err
+    assert "suggested lr" in out and "rule min10: the lr of the lowest smoothed loss, divided by 10" in out
+    assert Path("lr-find.png").is_file() and not Path("runs").exists()  # nothing trained, nothing saved
+    code, out, err = cli(capsys, *base, "--apply", "--epochs", "1", "--quiet", "--rule", "steepest", "--json",
+                         "--plot", "s.png")
+    assert code == 0, err
+    found = json.loads(out.splitlines()[0])
+    assert found["rule"] == "steepest" and len(found["lrs"]) == len(found["smoothed"]) <= 40
+    config = yaml.safe_load((tmp_path / "runs" / "logistic" / "config.yaml").read_text())
+    assert config["lr"] == found["suggestion"]  # applied only because --apply said so
+    for bad, message in ((["--lr", "0.1"], "leave out --lr"), (["--start-lr", "1", "--end-lr", "0.1"], "--start-lr"),
+                         (["--steps", "1"], "--steps"), (["--resume", "runs/logistic"], "--resume"),
+                         (["--plot", "lr.txt"], "use a .png file name")):
+        code, _, err = cli(capsys, *base, *bad)
+        assert code == 2 and message in err and "Traceback" not in err, (bad, err)
+
+
+def test_lr_find_ends_on_sigterm_with_one_line_and_exit_143(fake_mnist_root, tmp_path, capsys, monkeypatch):
+    import os
+    import signal
+
+    from mnistlab.training import lr_finder
+
+    real, calls = lr_finder.train_one_epoch, []
+
+    def step_then_sigterm(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            os.kill(os.getpid(), signal.SIGTERM)  # as `timeout` or a scheduler sends it
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lr_finder, "train_one_epoch", step_then_sigterm)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, "lr-find", "--model", "logistic", "--data-dir", str(fake_mnist_root))
+    assert code == 143 and "terminated (SIGTERM) during the range test; nothing was saved" in err
+    assert len(calls) <= 6 and not Path("lr-find.png").exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone afterwards
+
+
+# ----------------------------------------------------------------------------- flags, config.yaml, resume
+
+def test_flags_are_recorded_refused_when_bad_and_fixed_on_resume(fake_mnist_root, tmp_path, capsys):
+    out = str(tmp_path / "runs")
+    common = ["train", "--model", "logistic", "--data-dir", str(fake_mnist_root), "--out", out, "--quiet",
+              "--no-plots"]
+    code, _, err = cli(capsys, *common, "--epochs", "1", "--ema", "0.99", "--accumulate", "2", "--tta",
+                       "--class-weights", "balanced", "--name", "tools")
+    assert code == 0, err
+    config = yaml.safe_load((tmp_path / "runs" / "tools" / "config.yaml").read_text())
+    assert (config["ema"], config["accumulate"], config["tta"], config["class_weights"]) == (0.99, 2, True, "balanced")
+    code, _, err = cli(capsys, "train", "--config", str(tmp_path / "runs" / "tools" / "config.yaml"), "--name", "again",
+                       "--data-dir", str(fake_mnist_root), "--out", out, "--quiet")
+    assert code == 0, err
+    again = yaml.safe_load((tmp_path / "runs" / "again" / "config.yaml").read_text())
+    assert {k: again[k] for k in ("ema", "accumulate", "tta", "class_weights")} == \
+        {k: config[k] for k in ("ema", "accumulate", "tta", "class_weights")}
+    for bad, message in ((["--ema", "1"], "bad ema"), (["--ema", "x"], "--ema"), (["--accumulate", "0"], "accumulate"),
+                         (["--class-weights", str(tmp_path / "none.json")], "cannot read the class weights file")):
+        code, _, err = cli(capsys, *common, *bad)
+        assert code == 2 and message in err and "Traceback" not in err, (bad, err)
+    code, _, err = cli(capsys, "train", "--resume", str(tmp_path / "runs" / "tools"), "--ema", "0.5")
+    assert code == 2 and "--ema" in err
+    code, _, err = cli(capsys, *common, "--epochs", "1", "--ema", "off", "--name", "off")
+    assert code == 0 and yaml.safe_load((tmp_path / "runs" / "off" / "config.yaml").read_text())["ema"] == 0
+    assert "ema" not in load_checkpoint(tmp_path / "runs" / "off" / "checkpoints" / "last.pt")
+
+
+# ----------------------------------------------------------------------------- under torchrun
+
+@pytest.mark.slow
+def test_two_processes_accumulate_like_one_and_every_rank_holds_the_same_average(fake_mnist_root, tmp_path):
+    from test_distributed import _torchrun
+
+    script = tmp_path / "ddp_tools.py"
+    script.write_text(f"""
+import sys, torch, mnistlab
+
+class Probe(mnistlab.Callback):
+    main_only = False  # runs on every rank
+    def on_epoch_end(self, trainer, state):
+        torch.save(trainer.eval_model.state_dict(), {str(tmp_path)!r} + f"/avg-{{trainer.strategy.rank}}.pt")
+
+mnistlab.train(mnistlab.TrainConfig(model="logistic", data_dir={str(fake_mnist_root)!r}, out={str(tmp_path)!r} + "/ddp",
+               epochs=2, batch_size=32, accumulate=3, ema=0.9, device="cpu", progress="quiet", plots=False),
+               callbacks=[Probe()])
+""")
+    proc = _torchrun([str(script)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"avg-{r}.pt", weights_only=True) for r in (0, 1)]
+    assert_same(ranks[0], ranks[1])  # the same average on both ranks, bit for bit
+    ddp = mnistlab.load_run(tmp_path / "ddp" / "logistic")
+    assert_same(weights(ddp, key="ema"), ranks[0])
+    one = mnistlab.train(cfg(fake_mnist_root, tmp_path, model="logistic", epochs=2, batch_size=32, accumulate=3,
+                             ema=0.9, device="cpu", name="one"))
+    # The global batch of 32 is 16 per rank; 3 of them a step, gradients averaged over the ranks.
+    assert load_checkpoint(ddp.checkpoint_path("last"))["global_step"] == load_checkpoint(
+        one.checkpoint_path("last"))["global_step"]
+    assert_same(weights(ddp), weights(one), rtol=1e-4, atol=1e-5)
+    assert ddp.summary["loss"] == pytest.approx(one.summary["loss"], rel=1e-3)
+
+
+def test_tta_mirrors_colour_images_and_never_digits():
+    from mnistlab.tta import views
+
+    gray = torch.zeros(2, 1, 8, 8)
+    gray[..., 0] = 1  # a bright left column: its mirror would be a right column
+    colour = gray.repeat(1, 3, 1, 1)
+    assert len(views(gray)) == len(SHIFTS) and not any(bool(v[..., -1].any()) for v in views(gray))
+    seen = views(colour)
+    assert len(seen) == len(SHIFTS) + 1 and torch.equal(seen[-1], colour.flip(-1))
+    # A model that tells left from right: TTA's average on colour includes the mirrored vote.
+    probs = torch.softmax(averaged_logits(lambda x: torch.stack([x[:, :, :, 0].sum((1, 2)),
+                                                                 x[:, :, :, -1].sum((1, 2))], 1), colour), 1)
+    # views: itself, down, up (the left class, surely), right, left (nothing lit at either edge: 50/50),
+    # and the mirror (the right class): 2 of 6; without the mirror it would be 1 of 5.
+    assert float(probs[0, 1]) == pytest.approx(2 / 6, abs=1e-4)
