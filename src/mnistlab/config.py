@@ -66,7 +66,7 @@ class TrainConfig:
     eval_batch_size: int = 2000
     # Hardware
     device: str = "auto"
-    amp: str = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16, else off
+    amp: str = "auto"  # auto: bf16 on CUDA and on CPUs with AMX (convolutional nets), else off
     compile: bool = False
     channels_last: bool | None = None  # None: on for convolutional models
     threads: int | None = None

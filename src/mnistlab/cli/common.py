@@ -124,7 +124,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     add_optimisation_flags(p.add_argument_group("optimisation (defaults: the model's recipe, see `mnistlab models`)"))
 
     g = p.add_argument_group("hardware")
-    g.add_argument("--amp", default=S, help="auto, bf16, off (auto: bf16 where the hardware has it)")
+    g.add_argument("--amp", default=S, help="auto, bf16, off (auto: bf16 on CUDA, and for convolutional nets on CPUs with AMX)")
     g.add_argument("--compile", action="store_true", default=S, help="torch.compile the model (CUDA)")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=S)
     g.add_argument("--sync-bn", action="store_true", default=S,

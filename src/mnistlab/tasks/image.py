@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
@@ -18,7 +19,7 @@ from mnistlab.data.augment import augment_kind, augment_text
 from mnistlab.errors import MnistlabError, UsageError
 from mnistlab.scoring import predict_logits
 from mnistlab.tasks.base import Prepared
-from mnistlab.training.hardware import environment_info, has_conv, native_bf16
+from mnistlab.training.hardware import bf16_pays, environment_info, has_conv, native_bf16
 
 if TYPE_CHECKING:  # pragma: no cover
     from mnistlab.runs import Run
@@ -30,6 +31,19 @@ if TYPE_CHECKING:  # pragma: no cover
 def single_sample_batches(model: nn.Module, samples: int, batch_size: int) -> bool:
     """True when an epoch would end in a batch of one sample that a BatchNorm1d layer cannot train on."""
     return samples % batch_size == 1 and any(isinstance(m, nn.BatchNorm1d) for m in model.modules())
+
+
+def _auto_amp(device: torch.device, conv: bool, resume_from: "Run | None") -> bool:
+    """`--amp auto`: bf16 for convolutional nets where it pays (CUDA, CPUs with AMX); a resumed run keeps
+    the precision it trained in (its environment.json), so that resume stays exact where the rule changed."""
+    if resume_from is not None:
+        try:
+            recorded = json.loads((resume_from.path / "environment.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            recorded = {}
+        if isinstance(recorded.get("bf16_autocast"), bool):
+            return recorded["bf16_autocast"] and native_bf16(device)
+    return bf16_pays(device) and (device.type == "cuda" or conv)
 
 
 class ImageTask:
@@ -66,7 +80,7 @@ class ImageTask:
             raise UsageError("--patience needs a validation split: set --valid-fraction above 0")
         if len(train_idx) == 0:
             raise MnistlabError(f"dataset {cfg.dataset!r} has no training images")
-        model, use_amp = self._model(cfg, data, strategy.device, reporter)
+        model, use_amp = self._model(cfg, data, strategy.device, reporter, resume_from)
         params = count_parameters(model)
         model, step_model = strategy.wrap(model, compile=cfg.compile, sync_bn=cfg.sync_bn, seed=cfg.seed)
         self.augment = augment_kind(cfg.augment, data.in_channels, data.image_size)
@@ -102,7 +116,8 @@ class ImageTask:
             ),
         )
 
-    def _model(self, cfg: TrainConfig, data: Any, device: torch.device, reporter: "Reporter") -> tuple[nn.Module, bool]:
+    def _model(self, cfg: TrainConfig, data: Any, device: torch.device, reporter: "Reporter",
+               resume_from: "Run | None") -> tuple[nn.Module, bool]:
         """The model, checked, initialised and on the device; and whether it trains under bf16 autocast."""
         from mnistlab.models import init_weights
 
@@ -114,7 +129,7 @@ class ImageTask:
             init_weights(model, cfg.init)
         conv = has_conv(model)
         self.channels_last = cfg.channels_last if cfg.channels_last is not None else conv
-        use_amp = cfg.amp == "bf16" or (cfg.amp == "auto" and native_bf16(device) and (device.type == "cuda" or conv))
+        use_amp = cfg.amp == "bf16" or (cfg.amp == "auto" and _auto_amp(device, conv, resume_from))
         if cfg.amp == "bf16" and not native_bf16(device):
             reporter.warn(f"bf16 requested but {device} has no native bf16: it will be emulated and slow")
         model.to(device)
