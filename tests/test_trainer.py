@@ -555,24 +555,19 @@ def test_a_full_disk_on_the_first_checkpoint_leaves_the_epochs_it_saved(fake_mni
     assert s["status"] == "failed" and s["epochs_run"] == 0
 
 
-def test_amp_auto_is_bf16_only_where_it_pays_and_a_resume_keeps_what_the_run_trained_in(monkeypatch, tmp_path):
-    from types import SimpleNamespace
+def test_amp_auto_is_bf16_only_where_it_pays_and_a_resume_keeps_what_the_run_trained_in(fake_mnist_root, tmp_path):
+    from mnistlab.tasks.image import auto_amp, recorded_amp
 
-    from mnistlab.tasks import image
-    from mnistlab.training import hardware
-
-    cpu = torch.device("cpu")
-    monkeypatch.setattr(hardware, "native_bf16", lambda device: True)  # AVX512_BF16, say
-    monkeypatch.setattr(hardware, "has_amx", lambda: False)
-    assert not hardware.bf16_pays(cpu)  # bf16 matmul at about half of fp32 there: fp32 trains faster
-    monkeypatch.setattr(hardware, "has_amx", lambda: True)
-    assert hardware.bf16_pays(cpu)
-    monkeypatch.setattr(image, "bf16_pays", lambda device: False)
-    monkeypatch.setattr(image, "native_bf16", lambda device: True)
-    assert image._auto_amp(cpu, True, None) is False
-    (tmp_path / "environment.json").write_text(json.dumps({"bf16_autocast": True}))
-    assert image._auto_amp(cpu, True, SimpleNamespace(path=tmp_path)) is True  # trained in bf16: resumes in it
-    (tmp_path / "environment.json").write_text(json.dumps({"bf16_autocast": False}))
-    monkeypatch.setattr(image, "bf16_pays", lambda device: True)
-    assert image._auto_amp(cpu, True, SimpleNamespace(path=tmp_path)) is False
-    assert image._auto_amp(cpu, False, None) is False  # no convolution: bf16 slows a DNN on CPU
+    # A CPU with AVX512_BF16 but no AMX: native bf16 that does not pay (fp32 trains faster there).
+    assert auto_amp(pays=False, native=True, conv=True, cuda=False, recorded=None) is False
+    assert auto_amp(pays=True, native=True, conv=True, cuda=False, recorded=None) is True
+    assert auto_amp(pays=True, native=True, conv=False, cuda=False, recorded=None) is False  # a DNN: slower
+    assert auto_amp(pays=True, native=True, conv=False, cuda=True, recorded=None) is True
+    # Resumed: the precision the run trained in, whatever the rule says now (and never bf16 without it).
+    assert auto_amp(pays=False, native=True, conv=True, cuda=False, recorded=True) is True
+    assert auto_amp(pays=True, native=True, conv=True, cuda=False, recorded=False) is False
+    assert auto_amp(pays=True, native=False, conv=True, cuda=False, recorded=True) is False
+    run = mnistlab.train(cfg(fake_mnist_root, tmp_path, model="logistic", epochs=1))
+    assert recorded_amp(run) is False and recorded_amp(None) is None
+    (run.path / "environment.json").write_text("{broken")
+    assert recorded_amp(run) is None

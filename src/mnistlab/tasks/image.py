@@ -33,17 +33,24 @@ def single_sample_batches(model: nn.Module, samples: int, batch_size: int) -> bo
     return samples % batch_size == 1 and any(isinstance(m, nn.BatchNorm1d) for m in model.modules())
 
 
-def _auto_amp(device: torch.device, conv: bool, resume_from: "Run | None") -> bool:
-    """`--amp auto`: bf16 for convolutional nets where it pays (CUDA, CPUs with AMX); a resumed run keeps
-    the precision it trained in (its environment.json), so that resume stays exact where the rule changed."""
-    if resume_from is not None:
-        try:
-            recorded = json.loads((resume_from.path / "environment.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            recorded = {}
-        if isinstance(recorded.get("bf16_autocast"), bool):
-            return recorded["bf16_autocast"] and native_bf16(device)
-    return bf16_pays(device) and (device.type == "cuda" or conv)
+def recorded_amp(resume_from: "Run | None") -> bool | None:
+    """Whether the run being resumed trained under bf16 autocast (its environment.json); None: not known."""
+    if resume_from is None:
+        return None
+    try:
+        recorded = json.loads((resume_from.path / "environment.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = recorded.get("bf16_autocast") if isinstance(recorded, dict) else None
+    return value if isinstance(value, bool) else None
+
+
+def auto_amp(*, pays: bool, native: bool, conv: bool, cuda: bool, recorded: bool | None) -> bool:
+    """`--amp auto`: bf16 for convolutional nets where it pays (CUDA, CPUs with AMX: `pays`); a resumed run
+    keeps the precision it trained in (`recorded`), so that resume stays exact where the rule changed."""
+    if recorded is not None:
+        return recorded and native
+    return pays and (cuda or conv)
 
 
 class ImageTask:
@@ -129,7 +136,9 @@ class ImageTask:
             init_weights(model, cfg.init)
         conv = has_conv(model)
         self.channels_last = cfg.channels_last if cfg.channels_last is not None else conv
-        use_amp = cfg.amp == "bf16" or (cfg.amp == "auto" and _auto_amp(device, conv, resume_from))
+        use_amp = cfg.amp == "bf16" or (cfg.amp == "auto" and auto_amp(
+            pays=bf16_pays(device), native=native_bf16(device), conv=conv, cuda=device.type == "cuda",
+            recorded=recorded_amp(resume_from)))
         if cfg.amp == "bf16" and not native_bf16(device):
             reporter.warn(f"bf16 requested but {device} has no native bf16: it will be emulated and slow")
         model.to(device)

@@ -55,8 +55,8 @@ def has_amx() -> bool:
 def bf16_pays(device: torch.device) -> bool:
     """Whether `--amp auto` should train in bf16 on `device`: CUDA with bf16, or a CPU with AMX.
 
-    AVX512_BF16 alone is native bf16 too, yet there bf16 matmul ran at about 0.55x fp32 and the
-    `fast` default trained 1.3x slower in bf16 than in fp32 (docs/benchmarks.md, "--amp auto")."""
+    AVX512_BF16 alone is native bf16 too, yet there bf16 matmul ran at about 0.6x fp32 and the
+    `fast` default trained 1.38x slower in bf16 than in fp32 (benchmarks/bench_amp.py)."""
     if device.type == "cpu":
         return native_bf16(device) and has_amx()
     return native_bf16(device)
