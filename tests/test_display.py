@@ -287,3 +287,21 @@ def test_the_python_resume_hint_resumes(fake_mnist_root: Path, tmp_path: Path) -
     hint = python_resume(stop.trainer)
     assert hint.startswith("mnistlab.text.train_text(resume=")
     assert eval(hint, {"mnistlab": mnistlab}).summary["epochs_run"] == 3  # noqa: S307
+
+
+# ----------------------------------------------------------------------------- found by trying to break it (2)
+
+
+@pytest.mark.parametrize("name, text", [("summary.json", ""), ("summary.json", "{bad"), ("summary.json", "[1, 2]"),
+                                        ("metrics.csv", "epoch,train_loss\nabc,1\n"), ("metrics.csv", "\xff\xfe\x00")])
+def test_a_damaged_run_file_is_one_clear_error_and_the_run_still_displays(
+        finished_run: mnistlab.Run, name: str, text: str) -> None:
+    (finished_run.path / name).write_bytes(text.encode("latin-1"))
+    read = (lambda: finished_run.summary) if name == "summary.json" else (lambda: finished_run.history)
+    with pytest.raises(MnistlabError, match=f"{name} is damaged .*restore it or delete it"):
+        read()
+    with pytest.raises(MnistlabError, match="is damaged"):
+        finished_run.plot()
+    html = finished_run._repr_html_()  # a notebook still shows the rest, and says what is wrong
+    assert f"{name} is damaged" in html and "<td>model</td><td>logistic</td>" in html
+

@@ -127,13 +127,14 @@ class Metrics(dict):
 
 
 def run_html(name: str, path: str, config: dict[str, Any], summary: dict[str, Any],
-             history: list[dict[str, Any]], metrics: dict[str, Any]) -> str:
+             history: list[dict[str, Any]], metrics: dict[str, Any], damaged: Sequence[str] = ()) -> str:
     """A run as a notebook shows it: its facts, the test metrics and the curves (embedded)."""
     from mnistlab.plots import curves_figure
 
     e = html.escape
     facts = [(k, v) for k, v in run_facts(config, summary, history) if v is not None] + [("folder", path)]
     parts = [f"<div><strong>Run {e(name)}</strong>", html_table(["", ""], facts)]
+    parts += [f"<p>{e(note)}</p>" for note in dict.fromkeys(damaged)]
     counted = "texts" if config.get("task") == "text" else "images"
     if metrics.get("accuracy") is not None:
         parts += ["<p><strong>Test metrics</strong></p>", html_table(*metrics_table(metrics, counted))]

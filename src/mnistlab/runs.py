@@ -70,22 +70,28 @@ def read_metrics_csv(path: Path) -> list[dict[str, Any]]:
     """Read metrics.csv back into typed rows (missing values become None)."""
     if not path.is_file():
         return []
-    rows = []
-    with path.open(newline="", encoding="utf-8") as fh:
-        for raw in csv.DictReader(fh):
-            row: dict[str, Any] = {}
-            for key, value in raw.items():
-                if value in ("", None):
-                    row[key] = None
-                elif key == "epoch":
-                    row[key] = int(float(value))
-                else:
-                    try:
-                        row[key] = float(value)
-                    except ValueError:
-                        row[key] = value
-            rows.append(row)
-    return rows
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            return [_metrics_row(raw) for raw in csv.DictReader(fh)]
+    except (UnicodeDecodeError, ValueError, TypeError, csv.Error) as exc:
+        raise MnistlabError(f"{path} is damaged ({exc}): restore it or delete it (the epochs are then not shown)") from None
+
+
+def _metrics_row(raw: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key is None or not isinstance(value, str):  # more cells than headers, or fewer
+            raise ValueError("a row does not match the header")
+        if value == "":
+            row[key] = None
+        elif key == "epoch":
+            row[key] = int(float(value))
+        else:
+            try:
+                row[key] = float(value)
+            except ValueError:
+                row[key] = value
+    return row
 
 
 def run_summary(
@@ -166,7 +172,15 @@ class Run:
     @property
     def summary(self) -> dict[str, Any]:
         p = self.path / "summary.json"
-        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
+        if not p.is_file():
+            return {}
+        try:
+            summary = json.loads(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise MnistlabError(f"{p} is damaged ({exc}): restore it or delete it") from None
+        if not isinstance(summary, dict):
+            raise MnistlabError(f"{p} is damaged (it holds a {type(summary).__name__}, not an object): restore it or delete it")
+        return summary
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -204,7 +218,15 @@ class Run:
             config = self.config
         except Exception:  # noqa: BLE001 - a half-written config.yaml still deserves a display
             config = {}
-        return run_html(self.name, str(self.path), config, self.summary, self.history, self.test_metrics)
+        damaged = []
+        parts: list[Any] = []
+        for read, empty in ((lambda: self.summary, {}), (lambda: self.history, []), (lambda: self.test_metrics, {})):
+            try:
+                parts.append(read())
+            except MnistlabError as exc:  # a damaged file is said, and the rest still shows
+                damaged.append(str(exc))
+                parts.append(empty)
+        return run_html(self.name, str(self.path), config, *parts, damaged=damaged)
 
     def plot(self) -> Any:
         """The training curves (loss and accuracy per epoch, best epoch marked) as a matplotlib Figure.
