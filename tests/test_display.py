@@ -305,3 +305,13 @@ def test_a_damaged_run_file_is_one_clear_error_and_the_run_still_displays(
     html = finished_run._repr_html_()  # a notebook still shows the rest, and says what is wrong
     assert f"{name} is damaged" in html and "<td>model</td><td>logistic</td>" in html
 
+
+def test_compare_of_nothing_or_of_a_mistyped_folder_is_an_error_as_on_the_cli(
+        finished_run: mnistlab.Run, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="compare needs run folders"):
+        mnistlab.compare()
+    with pytest.raises(MnistlabError, match="no run folders found in .*rnus.*does not exist"):
+        mnistlab.compare(str(tmp_path / "rnus"))
+    table = mnistlab.compare([finished_run, str(finished_run.path)])  # a list of runs, as a notebook has them
+    assert len(table) == 1 and table[0]["name"] == "logistic"
+

@@ -363,13 +363,19 @@ def compare(*runs: str | Path | Run, sort: str | None = None) -> RunTable:
     """Runs side by side, as `mnistlab compare RUN...` shows them: `mnistlab.compare("runs/*", sort="accuracy")`.
 
     Args:
-        *runs: run folders, Runs, folders of runs (a sweep) or globs.
+        *runs: run folders, Runs, folders of runs (a sweep) or globs, or lists of them. None found
+            raises MnistlabError, as `mnistlab compare` does.
         sort: a --sort key (test_accuracy, f1, train_seconds, name, ...); None keeps the given order.
 
     Returns:
         A RunTable (HTML in a notebook, `.rows`, `.to_pandas()`).
     """
-    rows, notes = compare_runs([r.path if isinstance(r, Run) else r for r in runs], sort=sort)
+    given = [r for arg in runs for r in (arg if isinstance(arg, (list, tuple)) else [arg])]  # compare(runs) too
+    if not given:
+        raise UsageError('compare needs run folders, folders of runs or globs: mnistlab.compare("runs/*")')
+    rows, notes = compare_runs([r.path if isinstance(r, Run) else r for r in given], sort=sort)
+    if not rows:  # as `mnistlab compare` says: a mistyped folder is not an empty table
+        raise MnistlabError("no run folders found in " + " ".join(map(str, given)) + "".join(f"; {n}" for n in notes))
     return RunTable(rows, notes)
 
 
