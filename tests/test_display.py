@@ -315,3 +315,7 @@ def test_compare_of_nothing_or_of_a_mistyped_folder_is_an_error_as_on_the_cli(
     table = mnistlab.compare([finished_run, str(finished_run.path)])  # a list of runs, as a notebook has them
     assert len(table) == 1 and table[0]["name"] == "logistic"
 
+
+def test_a_colour_array_for_a_gray_run_names_the_one_channel_count_it_takes(finished_run: mnistlab.Run) -> None:
+    with pytest.raises(DataError, match=r"3 channels \(shape \[1, 3, 28, 28\]\); the model needs 1$"):
+        finished_run.predict(np.zeros((1, 3, 28, 28), np.float32))
