@@ -571,3 +571,21 @@ def test_amp_auto_is_bf16_only_where_it_pays_and_a_resume_keeps_what_the_run_tra
     assert recorded_amp(run) is False and recorded_amp(None) is None
     (run.path / "environment.json").write_text("{broken")
     assert recorded_amp(run) is None
+
+
+# ----------------------------------------------------------------------------- found by trying to break it (2)
+
+def test_resuming_a_run_in_a_read_only_folder_is_one_clear_error(fake_mnist_root, tmp_path, monkeypatch):
+    import os
+
+    run = mnistlab.train(cfg(fake_mnist_root, tmp_path, model="logistic", epochs=1))
+    real_open = os.open
+
+    def read_only(path, *args, **kwargs):  # as a read-only folder (chmod does not stop root)
+        if Path(path).name == ".lock":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(MnistlabError, match=r"cannot lock .*\.lock: Permission denied \(the folder must be writable\)"):
+        mnistlab.train(TrainConfig(resume=str(run.path), epochs=2, progress="quiet"))

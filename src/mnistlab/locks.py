@@ -22,7 +22,10 @@ def folder_lock(path: Path, busy: str) -> Iterator[int | None]:
     except ImportError:  # Windows: no flock
         yield None
         return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:  # a read-only folder (a copied or mounted run): one line, not a traceback
+        raise MnistlabError(f"cannot lock {path}: {exc.strerror or exc} (the folder must be writable)") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
