@@ -319,3 +319,13 @@ def test_compare_of_nothing_or_of_a_mistyped_folder_is_an_error_as_on_the_cli(
 def test_a_colour_array_for_a_gray_run_names_the_one_channel_count_it_takes(finished_run: mnistlab.Run) -> None:
     with pytest.raises(DataError, match=r"3 channels \(shape \[1, 3, 28, 28\]\); the model needs 1$"):
         finished_run.predict(np.zeros((1, 3, 28, 28), np.float32))
+
+
+def test_predict_of_a_text_run_names_the_python_call_for_texts(tmp_path: Path) -> None:
+    run = mnistlab.text.train_text("builtin:sentiment", out=str(tmp_path), epochs=1, model="gru", embed_dim=8,
+                                   hidden=8, progress="quiet", seed=0)
+    assert "texts" in run._repr_html_() and run.plot() is not None and run.confusion_matrix() is not None
+    with pytest.raises(MnistlabError, match=r"text run's checkpoint; .*mnistlab\.text\.predict_text\(run, texts\)"):
+        run.predict(["a good film"])
+    table = mnistlab.compare(run, str(run.path))  # a text run compares as an image run does
+    assert len(table) == 1 and table[0]["model"] == "gru"

@@ -323,7 +323,8 @@ class Predictor:
         from mnistlab.training.checkpoint import build_model_from_checkpoint
 
         if (ckpt.get("config") or {}).get("task") == "text":
-            raise CheckpointError(f"{source} is a text run's checkpoint; predict text with `mnistlab text predict`")
+            raise CheckpointError(f"{source} is a text run's checkpoint; predict text with `mnistlab text predict` "
+                                  "(in Python: mnistlab.text.predict_text(run, texts))")
         model = build_model_from_checkpoint(ckpt, source, code=code, model=model)
         data = ckpt["data"]
         predictor = cls(model, data["mean"], data["std"], data["classes"],
