@@ -329,3 +329,20 @@ def test_predict_of_a_text_run_names_the_python_call_for_texts(tmp_path: Path) -
         run.predict(["a good film"])
     table = mnistlab.compare(run, str(run.path))  # a text run compares as an image run does
     assert len(table) == 1 and table[0]["model"] == "gru"
+
+
+def test_predict_of_a_run_of_a_users_model_file_says_the_python_arguments(fake_mnist_root: Path, tmp_path: Path) -> None:
+    net = tmp_path / "my_net.py"
+    net.write_text("from torch import nn\n\ndef Net():\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))\n")
+    run = mnistlab.train(mnistlab.TrainConfig(model=f"{net}:Net", data_dir=str(fake_mnist_root), epochs=1,
+                                              out=str(tmp_path / "runs"), progress="quiet", plots=False))
+    images = np.zeros((2, 28, 28), np.uint8)
+    with pytest.raises(MnistlabError, match=r'--model-code FILE.py \(in Python: model_code="FILE.py"\)$'):
+        run.predict(images)
+    with pytest.raises(UsageError, match=f"--model-code {tmp_path} is not a file"):
+        run.predict(images, model_code=tmp_path)
+    other = tmp_path / "other.py"
+    other.write_text(net.read_text() + "# changed\n")
+    with pytest.raises(MnistlabError, match=r"pass --allow-changed-code \(in Python: allow_changed_code=True\)"):
+        run.predict(images, model_code=other)
+    assert len(run.predict(images, model_code=other, allow_changed_code=True).labels) == 2

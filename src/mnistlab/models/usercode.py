@@ -234,16 +234,16 @@ def verify_code(recorded: dict[str, Any], code: ModelCode, run: str) -> Path:
     if code.path is None:
         raise MnistlabError(
             f"{run} was trained with the model in {recorded.get('path')}:{recorded.get('name')} (sha256 {want[:16]}...); "
-            "a run never imports that code by itself: pass it with --model-code FILE.py"
+            "a run never imports that code by itself: pass it with --model-code FILE.py (in Python: model_code=\"FILE.py\")"
         )
     path = code.path.resolve()
     if not path.is_file():
-        raise UsageError(f"--model-code {path} does not exist")
+        raise UsageError(f"--model-code {path} {'is not a file' if path.exists() else 'does not exist'}")
     got = sha256_of(path)
     if got != want and not code.allow_changed:
         raise MnistlabError(
             f"--model-code {path} is not the file {run} was trained with: its sha256 is {got}, the run recorded "
-            f"{want}; pass --allow-changed-code to use it anyway"
+            f"{want}; pass --allow-changed-code (in Python: allow_changed_code=True) to use it anyway"
         )
     return path
 
