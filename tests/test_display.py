@@ -346,3 +346,19 @@ def test_predict_of_a_run_of_a_users_model_file_says_the_python_arguments(fake_m
     with pytest.raises(MnistlabError, match=r"pass --allow-changed-code \(in Python: allow_changed_code=True\)"):
         run.predict(images, model_code=other)
     assert len(run.predict(images, model_code=other, allow_changed_code=True).labels) == 2
+
+
+def test_a_colour_runs_pil_images_and_channels_last_arrays_predict_as_its_image_files(
+        finished_run: mnistlab.Run, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (200, 3, 16, 16), dtype=np.uint8), rng.integers(0, 3, 200)
+    run = mnistlab.fit("logistic", data=(x, y), epochs=1, out=str(tmp_path / "runs"), progress="quiet", plots=False)
+    picture = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)  # as np.asarray gives a PIL image: [H, W, 3]
+    Image.fromarray(picture).save(tmp_path / "p.png")
+    from_file = run.predict(tmp_path / "p.png").probabilities
+    for given in (Image.open(tmp_path / "p.png"), picture, picture[None], [picture, picture]):
+        got = run.predict(given).probabilities  # was gray and digit-preprocessed (PIL), or 16 images of 16x3
+        assert got.shape == (1 if not isinstance(given, list) else 2, 3) and np.allclose(got, from_file[0], atol=1e-6)
+    assert np.allclose(run.predict(Image.open(tmp_path / "p.png"), preprocess="photo").probabilities, from_file)
+    with pytest.raises(DataError, match=r"3 channels \(shape \[1, 3, 28, 28\]\); the model needs 1"):
+        finished_run.predict(np.zeros((28, 28, 3), np.uint8))  # a gray run: not 28 images of 28x3

@@ -30,7 +30,10 @@ _SCAN_ROWS = 8192  # images per chunk when an array's range is checked (bounded 
 
 
 def _photo_batch(images: np.ndarray, image_size: int) -> np.ndarray:
-    """MNIST-style preprocessing of each gray image of a batch [n, 1, H, W] (`--preprocess photo`)."""
+    """MNIST-style preprocessing of each gray image of a batch [n, 1, H, W] (`--preprocess photo`); colour
+    images [n, 3, H, W] (a colour run's PIL images, already read as its image files are) are kept."""
+    if images.shape[1] != 1:
+        return images
     x = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images
     return np.stack([quantize(preprocess_array(img[0], image_size)) for img in x]) if len(x) else \
         np.zeros((0, image_size, image_size), np.float32)
@@ -331,14 +334,19 @@ def _as_array(item: Any) -> np.ndarray | None:
 
 
 def _object_source(item: Any, name: str, predictor: Predictor, preprocess: str) -> ArrayInput | None:
-    """An array, tensor or PIL image as a source; a 2-D one is one image, 3-D [N, H, W], 4-D [N, C, H, W]."""
+    """An array, tensor or PIL image as a source; a 2-D one is one image, 3-D [N, H, W], 4-D [N, C, H, W];
+    a last axis of 3 is colour channels ([H, W, 3] as numpy gives a PIL image, [N, H, W, 3])."""
     from PIL import Image
 
+    if isinstance(item, Image.Image) and predictor.in_channels == 3:  # read as the run's image files are
+        return ArrayInput(name, predictor.prepare(item)[None], None, predictor, photo=False)
     images = _as_array(item)
     if images is None:
         return None
     if images.ndim == 2:
         images = images[None]
+    if images.ndim in (3, 4) and images.shape[-1] == 3 and images.shape[-3] not in (1, 3):
+        images = np.moveaxis(images.reshape(-1, *images.shape[-3:]), -1, 1)  # [H, W, 3] / [N, H, W, 3]: channels last
     size = predictor.image_size
     # Pictures (a PIL image, a canvas of another size) are preprocessed like image files under "auto";
     # arrays of the model's size keep their pixels, as `mnistlab predict` keeps an array's.

@@ -262,7 +262,8 @@ class Run:
         Args:
             images: a path (an image file, a folder of them, or a CSV/.npy/.npz/IDX file, as
                 `mnistlab predict` reads them), a PIL image, a numpy array or torch tensor ([H, W] one
-                image, [N, H, W] or [N, C, H, W]; uint8 0-255 or floats 0-1), or a list of these.
+                image, [N, H, W] or [N, C, H, W], [H, W, 3] or [N, H, W, 3]; uint8 0-255 or floats 0-1),
+                or a list of these.
             preprocess: "auto": image files, PIL images and arrays of another size than the model's
                 (a drawn canvas) get the MNIST-style preprocessing of `mnistlab predict` (see
                 mnistlab.predict), arrays of the model's size keep their pixels; "photo": every
