@@ -362,3 +362,11 @@ def test_a_colour_runs_pil_images_and_channels_last_arrays_predict_as_its_image_
     assert np.allclose(run.predict(Image.open(tmp_path / "p.png"), preprocess="photo").probabilities, from_file)
     with pytest.raises(DataError, match=r"3 channels \(shape \[1, 3, 28, 28\]\); the model needs 1"):
         finished_run.predict(np.zeros((28, 28, 3), np.uint8))  # a gray run: not 28 images of 28x3
+
+
+def test_a_colour_array_of_another_size_says_the_size_not_gray_channels(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (200, 3, 16, 16), dtype=np.uint8), rng.integers(0, 3, 200)
+    run = mnistlab.fit("logistic", data=(x, y), epochs=1, out=str(tmp_path / "runs"), progress="quiet", plots=False)
+    with pytest.raises(DataError, match=r"holds colour 20x20 images; the model takes 16x16 \(colour arrays are not"):
+        run.predict(np.zeros((2, 3, 20, 20), np.uint8))  # was: "3 channels ...; the model needs 1 (photo ...)"

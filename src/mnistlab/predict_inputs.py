@@ -91,6 +91,9 @@ def _as_nchw(name: str, images: np.ndarray, predictor: Predictor, photo: bool) -
         raise DataError(f"{name} holds an array of shape {list(images.shape)}; expected images [N, H, W] or "
                         f"[N, C, H, W] (or rows of {size * size} pixels [N, {size * size}])")
     channels = images.shape[1]
+    if photo and channels == predictor.in_channels == 3 and tuple(images.shape[2:]) != (size, size):
+        raise DataError(f"{name} holds colour {images.shape[2]}x{images.shape[3]} images; the model takes {size}x{size} "
+                        "(colour arrays are not resized: pass PIL images or image files, which are)")
     if channels not in (1, predictor.in_channels) or (photo and channels != 1):
         need = "1 (photo preprocessing is for gray images)" if photo else " or ".join(dict.fromkeys(("1", str(predictor.in_channels))))
         raise DataError(f"{name} has {channels} channels (shape {list(images.shape)}); the model needs {need}")
