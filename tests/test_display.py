@@ -370,3 +370,21 @@ def test_a_colour_array_of_another_size_says_the_size_not_gray_channels(tmp_path
     run = mnistlab.fit("logistic", data=(x, y), epochs=1, out=str(tmp_path / "runs"), progress="quiet", plots=False)
     with pytest.raises(DataError, match=r"holds colour 20x20 images; the model takes 16x16 \(colour arrays are not"):
         run.predict(np.zeros((2, 3, 20, 20), np.uint8))  # was: "3 channels ...; the model needs 1 (photo ...)"
+
+
+def test_a_killed_run_shows_as_interrupted_and_a_training_one_as_running(finished_run: mnistlab.Run) -> None:
+    from mnistlab.locks import folder_lock
+
+    summary_path = finished_run.path / "summary.json"
+    summary = {k: v for k, v in json.loads(summary_path.read_text()).items() if k not in ("accuracy", "confusion_matrix")}
+    summary_path.write_text(json.dumps({**summary, "status": "running", "epochs_run": 0}))  # as a killed run leaves it
+    assert finished_run.status == "interrupted"  # nothing holds its .lock
+    assert "<td>status</td><td>interrupted</td>" in finished_run._repr_html_()
+    assert mnistlab.compare(finished_run)[0]["status"] == "interrupted"
+    assert mnistlab.compare(finished_run)[0]["epochs"] == 2  # the epochs of metrics.csv
+    with pytest.raises(MnistlabError, match=r"no test metrics \(status interrupted\)"):
+        finished_run.confusion_matrix()
+    with folder_lock(finished_run.path / ".lock", "busy"):  # as the process training it holds it
+        assert finished_run.status == "running" and mnistlab.compare(finished_run)[0]["status"] == "running"
+    (finished_run.path / ".lock").unlink()
+    assert finished_run.status == "running"  # no .lock: cannot be told (a run of an older version)

@@ -193,7 +193,7 @@ def run_row(run: Run | Path | str) -> dict[str, Any]:
         config = {}
     summary = run.summary
     history = run.history
-    status = summary.get("status") or ("running" if history else "unknown")
+    status = run.status if summary.get("status") else ("running" if history else "unknown")
     valid = [r["valid_accuracy"] for r in history if r.get("valid_accuracy") is not None]
     best_valid = summary.get("best_valid_accuracy")
     if best_valid is None and valid:
@@ -201,7 +201,7 @@ def run_row(run: Run | Path | str) -> dict[str, Any]:
     train_seconds = summary.get("train_seconds")
     epochs = summary.get("epochs_run")
     # summary.json of a run still training was written at its start: the epochs so far are in metrics.csv.
-    if status == "running" or epochs is None:
+    if status in ("running", "interrupted") or epochs is None:
         epochs = len(history) if history else epochs
         train_seconds = sum(r.get("train_seconds") or 0.0 for r in history) if history else train_seconds
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -26,12 +27,35 @@ def folder_lock(path: Path, busy: str) -> Iterator[int | None]:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:  # a read-only folder (a copied or mounted run): one line, not a traceback
         raise MnistlabError(f"cannot lock {path}: {exc.strerror or exc} (the folder must be writable)") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise MnistlabError(busy) from None
+    for attempt in range(10):  # a few tries: `folder_locked` takes a shared lock for an instant
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if attempt == 9:
+                os.close(fd)
+                raise MnistlabError(busy) from None
+            time.sleep(0.02)
     try:
         yield fd
     finally:
         os.close(fd)
+
+
+def folder_locked(path: Path) -> bool | None:
+    """Whether a process holds the flock on `path` now; None where that cannot be told (no fcntl, no file)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released at once, by the close
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False

@@ -183,6 +183,17 @@ class Run:
         return summary
 
     @property
+    def status(self) -> str:
+        """summary.json's status (running, completed, failed, interrupted; "unknown" without one), where a
+        "running" run that no process trains (killed: nothing holds its RUN/.lock) is "interrupted"."""
+        from mnistlab.locks import folder_locked
+
+        status = str(self.summary.get("status") or "unknown")
+        if status == "running" and folder_locked(self.path / ".lock") is False:
+            return "interrupted"
+        return status
+
+    @property
     def history(self) -> list[dict[str, Any]]:
         return read_metrics_csv(self.path / "metrics.csv")
 
@@ -220,7 +231,8 @@ class Run:
             config = {}
         damaged = []
         parts: list[Any] = []
-        for read, empty in ((lambda: self.summary, {}), (lambda: self.history, []), (lambda: self.test_metrics, {})):
+        summary = lambda: {**self.summary, "status": self.status} if self.summary else {}  # noqa: E731
+        for read, empty in ((summary, {}), (lambda: self.history, []), (lambda: self.test_metrics, {})):
             try:
                 parts.append(read())
             except MnistlabError as exc:  # a damaged file is said, and the rest still shows
@@ -251,7 +263,7 @@ class Run:
 
         metrics = self.test_metrics
         if not metrics.get("confusion_matrix"):
-            raise MnistlabError(f"run {self.path} has no test metrics (status {self.summary.get('status', 'unknown')})")
+            raise MnistlabError(f"run {self.path} has no test metrics (status {self.status})")
         total = sum(map(sum, metrics["confusion_matrix"]))
         return confusion_picture(metrics, title=f"{self.name}: test split, {total:,} samples")
 
