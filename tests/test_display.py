@@ -388,3 +388,9 @@ def test_a_killed_run_shows_as_interrupted_and_a_training_one_as_running(finishe
         assert finished_run.status == "running" and mnistlab.compare(finished_run)[0]["status"] == "running"
     (finished_run.path / ".lock").unlink()
     assert finished_run.status == "running"  # no .lock: cannot be told (a run of an older version)
+
+
+def test_a_run_made_from_a_string_path_works_as_load_runs(finished_run: mnistlab.Run) -> None:
+    run = mnistlab.Run(str(finished_run.path))  # was: AttributeError 'str' object has no attribute 'name'
+    assert run.name == "logistic" and run == finished_run and "Run logistic" in run._repr_html_()
+    assert len(mnistlab.compare(run)) == 1

@@ -159,6 +159,9 @@ class Run:
 
     path: Path
 
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)  # mnistlab.Run("runs/fast") as well as Run(Path(...))
+
     @property
     def name(self) -> str:
         return self.path.name
