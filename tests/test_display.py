@@ -394,3 +394,11 @@ def test_a_run_made_from_a_string_path_works_as_load_runs(finished_run: mnistlab
     run = mnistlab.Run(str(finished_run.path))  # was: AttributeError 'str' object has no attribute 'name'
     assert run.name == "logistic" and run == finished_run and "Run logistic" in run._repr_html_()
     assert len(mnistlab.compare(run)) == 1
+
+
+def test_predict_takes_rows_of_pixels_as_one_image_each(finished_run: mnistlab.Run) -> None:
+    images = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    want = finished_run.predict(images).probabilities
+    for rows in (images.reshape(3, 784), torch.from_numpy(images.reshape(3, 784))):  # as Kaggle's CSV holds them
+        got = finished_run.predict(rows).probabilities  # was: one 3x784 picture, one prediction
+        assert got.shape == (3, 10) and np.allclose(got, want, atol=1e-6)
