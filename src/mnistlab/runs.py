@@ -234,7 +234,7 @@ class Run:
             config = {}
         damaged = []
         parts: list[Any] = []
-        summary = lambda: {**self.summary, "status": self.status} if self.summary else {}  # noqa: E731
+        summary = lambda: {**self.summary, "status": self.status} if self.summary else {}
         for read, empty in ((summary, {}), (lambda: self.history, []), (lambda: self.test_metrics, {})):
             try:
                 parts.append(read())
