@@ -517,3 +517,18 @@ def test_tta_mirrors_colour_images_and_never_digits():
     # views: itself, down, up (the left class, surely), right, left (nothing lit at either edge: 50/50),
     # and the mirror (the right class): 2 of 6; without the mirror it would be 1 of 5.
     assert float(probs[0, 1]) == pytest.approx(2 / 6, abs=1e-4)
+
+
+# ----------------------------------------------------------------------------- found by trying to break it
+
+def test_a_fractional_accumulating_run_resumed_writes_the_metrics_of_a_straight_run(fake_mnist_root, tmp_path):
+    # 15 batches of 32, 4 a step: steps of 4, 4, 4 and 3 batches. Half the epoch is 2 steps (8 batches), the
+    # rest 2 steps of 7: merging the two parts' train_loss by steps (2 and 2) was not the mean of the 15.
+    c = cfg(fake_mnist_root, tmp_path, model="logistic", batch_size=32, accumulate=4, seed=2)
+    straight = mnistlab.train(c, epochs=1, name="straight")
+    half = mnistlab.train(c, epochs=0.5, name="half")
+    resumed = mnistlab.train(TrainConfig(resume=str(half.path), epochs=1, progress="quiet"))
+    keys = ("epoch", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "lr")
+    rows = [[{k: row[k] for k in keys} for row in read_metrics_csv(run.path / "metrics.csv")]
+            for run in (straight, resumed)]
+    assert rows[0] == rows[1]
