@@ -532,3 +532,14 @@ def test_a_fractional_accumulating_run_resumed_writes_the_metrics_of_a_straight_
     rows = [[{k: row[k] for k in keys} for row in read_metrics_csv(run.path / "metrics.csv")]
             for run in (straight, resumed)]
     assert rows[0] == rows[1]
+
+
+@pytest.mark.parametrize("weight", [1e300, 1e39, float("inf")])
+def test_a_class_weight_too_large_for_float32_is_refused_before_training(tmp_path, weight):
+    # 1e300 is a finite JSON number, but inf as the float32 weight of the loss: the run diverged at step 1.
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps([weight, 1, 1]))
+    with pytest.raises(UsageError, match="<= 1e"):
+        read_weights_file(path, ["a", "b", "c"])
+    path.write_text(json.dumps([1e30, 1, 1]))
+    assert read_weights_file(path, ["a", "b", "c"])[0] == 1e30
