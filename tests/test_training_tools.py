@@ -543,3 +543,16 @@ def test_a_class_weight_too_large_for_float32_is_refused_before_training(tmp_pat
         read_weights_file(path, ["a", "b", "c"])
     path.write_text(json.dumps([1e30, 1, 1]))
     assert read_weights_file(path, ["a", "b", "c"])[0] == 1e30
+
+
+def test_lr_find_refuses_a_plot_it_cannot_write_before_the_test(tmp_path, monkeypatch):
+    # The plot was written after the whole range test: a folder, or a file where its folder should be,
+    # failed only then (exit 1), the test's minutes lost.
+    from mnistlab.training import lr_finder
+
+    monkeypatch.setattr(lr_finder, "range_test", lambda *a, **k: pytest.fail("the range test ran"))
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "dir.png").mkdir()
+    for plot, match in ((tmp_path / "afile" / "x.png", "not a writable folder"), (tmp_path / "dir.png", "a folder")):
+        with pytest.raises(UsageError, match=match):
+            mnistlab.lr_find(model="logistic", plot=plot, data_dir=str(tmp_path))
