@@ -556,3 +556,15 @@ def test_lr_find_refuses_a_plot_it_cannot_write_before_the_test(tmp_path, monkey
     for plot, match in ((tmp_path / "afile" / "x.png", "not a writable folder"), (tmp_path / "dir.png", "a folder")):
         with pytest.raises(UsageError, match=match):
             mnistlab.lr_find(model="logistic", plot=plot, data_dir=str(tmp_path))
+
+
+def test_a_class_without_training_images_is_not_advised_class_weights(tmp_path, capsys):
+    # balanced weighs a class of no training images 0: the warning advised --class-weights balanced anyway.
+    data = tmp_path / "holes"
+    for cls, n in (("a", 12), ("b", 0)):
+        (data / "train" / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.full((28, 28), 20 * i, np.uint8)).save(data / "train" / cls / f"{i}.png")
+    code, _, err = cli(capsys, "data", "info", "--dataset", f"folder:{data}")
+    assert code == 0 and "'b' 0 (no images" in err and "add training images of it" in err
+    assert "--class-weights" not in err

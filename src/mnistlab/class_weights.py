@@ -34,6 +34,13 @@ def imbalance(counts: Sequence[int], classes: Sequence[str]) -> str | None:
             f"{counts[small]:,} ({ratio}, over {IMBALANCE_RATIO:g}:1)")
 
 
+def imbalance_advice(counts: Sequence[int]) -> str:
+    """What to do about an imbalance: class weights, or, for a class without training images, images."""
+    if 0 in counts:
+        return "no class weight teaches a class the training split lacks: add training images of it"
+    return "--class-weights balanced weighs the loss against it"
+
+
 def balanced_weights(counts: Sequence[int]) -> list[float]:
     """n / (K * n_k) per class; a class with no training images weighs 0 (it never appears in the loss)."""
     n, k = sum(counts), len(counts)
