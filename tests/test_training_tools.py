@@ -568,3 +568,17 @@ def test_a_class_without_training_images_is_not_advised_class_weights(tmp_path, 
     code, _, err = cli(capsys, "data", "info", "--dataset", f"folder:{data}")
     assert code == 0 and "'b' 0 (no images" in err and "add training images of it" in err
     assert "--class-weights" not in err
+
+
+def test_a_finished_fractional_run_resumed_for_its_test_pass_keeps_its_train_loss():
+    # Ctrl-C during the test pass of a fractional run; `--resume` trains 0 more steps of the partial epoch,
+    # whose loss is NaN (no batches): merged by steps, 0 * NaN made metrics.csv's train_loss NaN.
+    from mnistlab.training.epoch import EpochResult, epoch_row, merge_rows
+
+    first = epoch_row(1, EpochResult(loss=0.5, accuracy=0.75, seconds=1.0, steps=2, samples=8, batches=6,
+                                     loss_sum=3.0), 0.1)
+    rest = epoch_row(1, EpochResult(loss=math.nan, accuracy=0.0, seconds=0.0, steps=0), 0.1)
+    merged = merge_rows(first, rest)
+    assert (merged["train_loss"], merged["train_accuracy"], merged["steps"]) == (0.5, 0.75, 2)
+    old = {k: v for k, v in first.items() if k not in ("batches", "loss_sum")}  # a row of an older run
+    assert merge_rows(old, rest)["train_loss"] == 0.5

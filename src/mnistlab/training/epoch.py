@@ -165,8 +165,10 @@ def merge_rows(first: dict[str, Any], rest: dict[str, Any]) -> dict[str, Any]:
     the accuracy weighted by samples, times added, the first part's lr; validation from the second part."""
     a, b = int(first.get("steps") or 0), int(rest.get("steps") or 0)
     na, nb = int(first.get("samples") or 0), int(rest.get("samples") or 0)
+    if not b:  # the second part trained nothing (a finished run resumed for its test pass): its loss is NaN
+        rest = {**rest, "train_loss": 0.0, "loss_sum": 0.0, "batches": 0}
     merged = dict(rest)
-    if first.get("batches") and rest.get("batches"):
+    if first.get("batches") is not None and rest.get("batches") is not None:
         batches = first["batches"] + rest["batches"]
         merged.update(train_loss=(first["loss_sum"] + rest["loss_sum"]) / batches, batches=batches,
                       loss_sum=first["loss_sum"] + rest["loss_sum"])
