@@ -582,3 +582,11 @@ def test_a_finished_fractional_run_resumed_for_its_test_pass_keeps_its_train_los
     assert (merged["train_loss"], merged["train_accuracy"], merged["steps"]) == (0.5, 0.75, 2)
     old = {k: v for k, v in first.items() if k not in ("batches", "loss_sum")}  # a row of an older run
     assert merge_rows(old, rest)["train_loss"] == 0.5
+
+
+@pytest.mark.parametrize("value", [[1.0] * 10, {"3": 2.0}, 5])
+def test_class_weights_given_as_numbers_from_python_are_a_usage_error(fake_mnist_root, tmp_path, value):
+    # mnistlab.train(class_weights=[...]) raised a TypeError from pathlib, before any run folder.
+    with pytest.raises(UsageError, match="path of a JSON file"):
+        mnistlab.train(cfg(fake_mnist_root, tmp_path, model="logistic", epochs=0.1), class_weights=value)
+    assert not (tmp_path / "runs").exists()
