@@ -590,3 +590,12 @@ def test_class_weights_given_as_numbers_from_python_are_a_usage_error(fake_mnist
     with pytest.raises(UsageError, match="path of a JSON file"):
         mnistlab.train(cfg(fake_mnist_root, tmp_path, model="logistic", epochs=0.1), class_weights=value)
     assert not (tmp_path / "runs").exists()
+
+
+def test_lr_find_refuses_an_unknown_rule_before_the_test(tmp_path, monkeypatch):
+    # mnistlab.lr_find(rule="max") ran the whole range test, then said the rule was bad.
+    from mnistlab.training import lr_finder
+
+    monkeypatch.setattr(lr_finder, "seed_everything", lambda *a: pytest.fail("the range test started"))
+    with pytest.raises(UsageError, match="bad rule 'max'"):
+        mnistlab.lr_find(model="logistic", rule="max", plot=None, data_dir=str(tmp_path))

@@ -105,6 +105,8 @@ def range_test(task: Any, cfg: TrainConfig, *, start_lr: float = 1e-7, end_lr: f
         raise UsageError(f"the range test needs 0 < --start-lr < --end-lr, got {start_lr:g} and {end_lr:g}")
     if not 2 <= steps <= 100_000:
         raise UsageError(f"bad --steps {steps}: from 2 to 100000")
+    if rule not in RULES:  # said now, not after the test
+        raise UsageError(f"bad rule {rule!r}: choose {' or '.join(RULES)}")
     reporter = reporter or Reporter(cfg.progress)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
