@@ -599,3 +599,14 @@ def test_lr_find_refuses_an_unknown_rule_before_the_test(tmp_path, monkeypatch):
     monkeypatch.setattr(lr_finder, "seed_everything", lambda *a: pytest.fail("the range test started"))
     with pytest.raises(UsageError, match="bad rule 'max'"):
         mnistlab.lr_find(model="logistic", rule="max", plot=None, data_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize("start, end", [(1e-7, math.inf), (1e-7, 1e308), (1e-320, 10.0)])
+def test_lr_find_refuses_an_infinite_range_before_the_test(tmp_path, monkeypatch, start, end):
+    # --end-lr inf (or a ratio over float's range) made every rate after the first inf: "the loss exploded
+    # after 2 steps ... lower --start-lr", which was not the cause.
+    from mnistlab.training import lr_finder
+
+    monkeypatch.setattr(lr_finder, "seed_everything", lambda *a: pytest.fail("the range test started"))
+    with pytest.raises(UsageError, match="finite"):
+        mnistlab.lr_find(model="logistic", start_lr=start, end_lr=end, plot=None, data_dir=str(tmp_path))

@@ -101,8 +101,8 @@ def _groups(batches: Any, size: int) -> Iterator[list[Any]]:
 def range_test(task: Any, cfg: TrainConfig, *, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 200,
                rule: str = "min10", reporter: Reporter | None = None) -> LRFindResult:
     """Run the range test for `task` (e.g. mnistlab.tasks.image.ImageTask()) trained as `cfg` (resolved)."""
-    if not 0 < start_lr < end_lr:
-        raise UsageError(f"the range test needs 0 < --start-lr < --end-lr, got {start_lr:g} and {end_lr:g}")
+    if not (0 < start_lr < end_lr and math.isfinite(end_lr / start_lr)):  # inf: every rate after the first
+        raise UsageError(f"the range test needs 0 < --start-lr < --end-lr, finite, got {start_lr:g} and {end_lr:g}")
     if not 2 <= steps <= 100_000:
         raise UsageError(f"bad --steps {steps}: from 2 to 100000")
     if rule not in RULES:  # said now, not after the test
