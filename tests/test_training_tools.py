@@ -610,3 +610,21 @@ def test_lr_find_refuses_an_infinite_range_before_the_test(tmp_path, monkeypatch
     monkeypatch.setattr(lr_finder, "seed_everything", lambda *a: pytest.fail("the range test started"))
     with pytest.raises(UsageError, match="finite"):
         mnistlab.lr_find(model="logistic", start_lr=start, end_lr=end, plot=None, data_dir=str(tmp_path))
+
+
+def test_evaluate_says_six_views_for_a_colour_run(tmp_path, capsys):
+    # Colour images get a sixth view (the mirror), but evaluate printed "(5 views)" for every run.
+    from mnistlab.tta import view_count
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("test", 4)):
+        for cls in ("a", "b"):
+            (tmp_path / "colour" / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray((rng.random((8, 8, 3)) * 255).astype(np.uint8)).save(
+                    tmp_path / "colour" / split / cls / f"{i}.png")
+    run = mnistlab.train(dataset=f"folder:{tmp_path / 'colour'}", model="logistic", epochs=1, progress="quiet",
+                         plots=False, out=str(tmp_path / "runs"))
+    code, out, _ = cli(capsys, "evaluate", str(run.path), "--tta", "--no-plots")
+    assert code == 0 and "test-time augmentation (6 views)" in out
+    assert mnistlab.evaluate(run.path, tta=True, plots=False)["tta_views"] == view_count(3) == 6

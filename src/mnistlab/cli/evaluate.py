@@ -46,10 +46,11 @@ def format_metrics(m: dict[str, Any]) -> str:
     """A human-readable report: overall scores, per-class table and confusion matrix."""
     from mnistlab.tta import SHIFTS
 
+    views = m.get("tta_views") or len(SHIFTS)
     auc = "n/a" if m.get("auc_macro") is None else f"{m['auc_macro']:.4f}"
     lines = [
         f"{m['split']} split, {m['samples']} images, {m['checkpoint']} checkpoint (epoch {m.get('epoch')})"
-        f"{f', test-time augmentation ({len(SHIFTS)} views)' if m.get('tta') else ''}",
+        f"{f', test-time augmentation ({views} views)' if m.get('tta') else ''}",
         f"accuracy {m['accuracy']:.4f}  precision {m['precision_macro']:.4f}  recall {m['recall_macro']:.4f}  "
         f"F1 {m['f1_macro']:.4f}  AUC {auc}  loss {m['loss']:.4f}",
         "",
