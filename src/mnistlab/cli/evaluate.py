@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-plots", dest="plots", action="store_false", help="do not (re)write plots and report")
     p.add_argument("--tta", action="store_true",
-                   help="test-time augmentation: average the softmax over the image and 4 copies shifted by 1 px")
+                   help="test-time augmentation: average the softmax over the image, 4 copies shifted by 1 px "
+                        "and, for colour, its mirror")
     add_model_code_flags(p)
     p.set_defaults(handler=run)
 
