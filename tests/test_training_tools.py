@@ -517,3 +517,114 @@ def test_tta_mirrors_colour_images_and_never_digits():
     # views: itself, down, up (the left class, surely), right, left (nothing lit at either edge: 50/50),
     # and the mirror (the right class): 2 of 6; without the mirror it would be 1 of 5.
     assert float(probs[0, 1]) == pytest.approx(2 / 6, abs=1e-4)
+
+
+# ----------------------------------------------------------------------------- found by trying to break it
+
+def test_a_fractional_accumulating_run_resumed_writes_the_metrics_of_a_straight_run(fake_mnist_root, tmp_path):
+    # 15 batches of 32, 4 a step: steps of 4, 4, 4 and 3 batches. Half the epoch is 2 steps (8 batches), the
+    # rest 2 steps of 7: merging the two parts' train_loss by steps (2 and 2) was not the mean of the 15.
+    c = cfg(fake_mnist_root, tmp_path, model="logistic", batch_size=32, accumulate=4, seed=2)
+    straight = mnistlab.train(c, epochs=1, name="straight")
+    half = mnistlab.train(c, epochs=0.5, name="half")
+    resumed = mnistlab.train(TrainConfig(resume=str(half.path), epochs=1, progress="quiet"))
+    keys = ("epoch", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "lr")
+    rows = [[{k: row[k] for k in keys} for row in read_metrics_csv(run.path / "metrics.csv")]
+            for run in (straight, resumed)]
+    assert rows[0] == rows[1]
+
+
+@pytest.mark.parametrize("weight", [1e300, 1e39, float("inf")])
+def test_a_class_weight_too_large_for_float32_is_refused_before_training(tmp_path, weight):
+    # 1e300 is a finite JSON number, but inf as the float32 weight of the loss: the run diverged at step 1.
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps([weight, 1, 1]))
+    with pytest.raises(UsageError, match="<= 1e"):
+        read_weights_file(path, ["a", "b", "c"])
+    path.write_text(json.dumps([1e30, 1, 1]))
+    assert read_weights_file(path, ["a", "b", "c"])[0] == 1e30
+
+
+def test_lr_find_refuses_a_plot_it_cannot_write_before_the_test(tmp_path, monkeypatch):
+    # The plot was written after the whole range test: a folder, or a file where its folder should be,
+    # failed only then (exit 1), the test's minutes lost.
+    from mnistlab.training import lr_finder
+
+    monkeypatch.setattr(lr_finder, "range_test", lambda *a, **k: pytest.fail("the range test ran"))
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "dir.png").mkdir()
+    for plot, match in ((tmp_path / "afile" / "x.png", "not a writable folder"), (tmp_path / "dir.png", "a folder")):
+        with pytest.raises(UsageError, match=match):
+            mnistlab.lr_find(model="logistic", plot=plot, data_dir=str(tmp_path))
+
+
+def test_a_class_without_training_images_is_not_advised_class_weights(tmp_path, capsys):
+    # balanced weighs a class of no training images 0: the warning advised --class-weights balanced anyway.
+    data = tmp_path / "holes"
+    for cls, n in (("a", 12), ("b", 0)):
+        (data / "train" / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.full((28, 28), 20 * i, np.uint8)).save(data / "train" / cls / f"{i}.png")
+    code, _, err = cli(capsys, "data", "info", "--dataset", f"folder:{data}")
+    assert code == 0 and "'b' 0 (no images" in err and "add training images of it" in err
+    assert "--class-weights" not in err
+
+
+def test_a_finished_fractional_run_resumed_for_its_test_pass_keeps_its_train_loss():
+    # Ctrl-C during the test pass of a fractional run; `--resume` trains 0 more steps of the partial epoch,
+    # whose loss is NaN (no batches): merged by steps, 0 * NaN made metrics.csv's train_loss NaN.
+    from mnistlab.training.epoch import EpochResult, epoch_row, merge_rows
+
+    first = epoch_row(1, EpochResult(loss=0.5, accuracy=0.75, seconds=1.0, steps=2, samples=8, batches=6,
+                                     loss_sum=3.0), 0.1)
+    rest = epoch_row(1, EpochResult(loss=math.nan, accuracy=0.0, seconds=0.0, steps=0), 0.1)
+    merged = merge_rows(first, rest)
+    assert (merged["train_loss"], merged["train_accuracy"], merged["steps"]) == (0.5, 0.75, 2)
+    old = {k: v for k, v in first.items() if k not in ("batches", "loss_sum")}  # a row of an older run
+    assert merge_rows(old, rest)["train_loss"] == 0.5
+
+
+@pytest.mark.parametrize("value", [[1.0] * 10, {"3": 2.0}, 5])
+def test_class_weights_given_as_numbers_from_python_are_a_usage_error(fake_mnist_root, tmp_path, value):
+    # mnistlab.train(class_weights=[...]) raised a TypeError from pathlib, before any run folder.
+    with pytest.raises(UsageError, match="path of a JSON file"):
+        mnistlab.train(cfg(fake_mnist_root, tmp_path, model="logistic", epochs=0.1), class_weights=value)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_lr_find_refuses_an_unknown_rule_before_the_test(tmp_path, monkeypatch):
+    # mnistlab.lr_find(rule="max") ran the whole range test, then said the rule was bad.
+    from mnistlab.training import lr_finder
+
+    monkeypatch.setattr(lr_finder, "seed_everything", lambda *a: pytest.fail("the range test started"))
+    with pytest.raises(UsageError, match="bad rule 'max'"):
+        mnistlab.lr_find(model="logistic", rule="max", plot=None, data_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize("start, end", [(1e-7, math.inf), (1e-7, 1e308), (1e-320, 10.0)])
+def test_lr_find_refuses_an_infinite_range_before_the_test(tmp_path, monkeypatch, start, end):
+    # --end-lr inf (or a ratio over float's range) made every rate after the first inf: "the loss exploded
+    # after 2 steps ... lower --start-lr", which was not the cause.
+    from mnistlab.training import lr_finder
+
+    monkeypatch.setattr(lr_finder, "seed_everything", lambda *a: pytest.fail("the range test started"))
+    with pytest.raises(UsageError, match="finite"):
+        mnistlab.lr_find(model="logistic", start_lr=start, end_lr=end, plot=None, data_dir=str(tmp_path))
+
+
+def test_evaluate_says_six_views_for_a_colour_run(tmp_path, capsys):
+    # Colour images get a sixth view (the mirror), but evaluate printed "(5 views)" for every run.
+    from mnistlab.tta import view_count
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("test", 4)):
+        for cls in ("a", "b"):
+            (tmp_path / "colour" / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray((rng.random((8, 8, 3)) * 255).astype(np.uint8)).save(
+                    tmp_path / "colour" / split / cls / f"{i}.png")
+    run = mnistlab.train(dataset=f"folder:{tmp_path / 'colour'}", model="logistic", epochs=1, progress="quiet",
+                         plots=False, out=str(tmp_path / "runs"))
+    code, out, _ = cli(capsys, "evaluate", str(run.path), "--tta", "--no-plots")
+    assert code == 0 and "test-time augmentation (6 views)" in out
+    assert mnistlab.evaluate(run.path, tta=True, plots=False)["tta_views"] == view_count(3) == 6

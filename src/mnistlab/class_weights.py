@@ -10,7 +10,6 @@ plain mean, so they compare with runs trained without weights.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,6 +17,8 @@ from mnistlab.errors import UsageError
 
 # More images in the largest class than this many times the smallest: a warning says so.
 IMBALANCE_RATIO = 3.0
+# The loss weighs in float32: a larger weight (1e300 is finite in JSON) would be inf, the first loss NaN.
+MAX_WEIGHT = 1e30
 
 
 def imbalance(counts: Sequence[int], classes: Sequence[str]) -> str | None:
@@ -31,6 +32,13 @@ def imbalance(counts: Sequence[int], classes: Sequence[str]) -> str | None:
     ratio = "no images" if counts[small] == 0 else f"{counts[big] / counts[small]:.1f}:1"
     return (f"the classes are imbalanced: {classes[big]!r} has {counts[big]:,} training images, {classes[small]!r} "
             f"{counts[small]:,} ({ratio}, over {IMBALANCE_RATIO:g}:1)")
+
+
+def imbalance_advice(counts: Sequence[int]) -> str:
+    """What to do about an imbalance: class weights, or, for a class without training images, images."""
+    if 0 in counts:
+        return "no class weight teaches a class the training split lacks: add training images of it"
+    return "--class-weights balanced weighs the loss against it"
 
 
 def balanced_weights(counts: Sequence[int]) -> list[float]:
@@ -57,8 +65,8 @@ def read_weights_file(path: str | Path, classes: Sequence[str]) -> list[float]:
     if not isinstance(data, list) or len(data) != len(classes):
         raise UsageError(f"the class weights file {p} must hold a list of {len(classes)} numbers (one per class, "
                          f"in the order {', '.join(classes[:10])}) or a {{class: weight}} mapping")
-    if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0 for w in data):
-        raise UsageError(f"the class weights in {p} must be finite numbers >= 0")
+    if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and 0 <= w <= MAX_WEIGHT for w in data):
+        raise UsageError(f"the class weights in {p} must be finite numbers >= 0 and <= {MAX_WEIGHT:g}")
     if not any(data):
         raise UsageError(f"the class weights in {p} are all 0: nothing would be learned")
     return [float(w) for w in data]

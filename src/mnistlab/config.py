@@ -351,6 +351,9 @@ def resolve_config(config: TrainConfig, *, load_code: bool = False) -> TrainConf
 def class_weights_setting(value: str | None) -> str | None:
     """`class_weights` as a run records it: None (also for "none"), "balanced", or a JSON file's absolute
     path (so that a rerun from another folder reads the same file)."""
+    if value is not None and not isinstance(value, (str, Path)):  # mnistlab.train(class_weights=[...])
+        raise UsageError(f"bad class_weights {value!r}: \"balanced\" or the path of a JSON file of the weights "
+                         "(a list or {class: weight}), not the weights themselves")
     if value is None or not str(value).strip() or str(value).strip().lower() in _NONE:
         return None
     if str(value).strip().lower() == "balanced":

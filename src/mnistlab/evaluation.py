@@ -18,6 +18,7 @@ from mnistlab.errors import MnistlabError, UsageError
 from mnistlab.models.usercode import ModelCode
 from mnistlab.runs import Run, load_run
 from mnistlab.scoring import predict_logits, score
+from mnistlab.tta import view_count
 
 __all__ = ["evaluate", "predict_logits", "run_dataset", "score", "split_images"]
 
@@ -78,6 +79,7 @@ def evaluate(
     )
     metrics = score(logits, labels, list(data.classes))
     metrics.update(split=split, checkpoint=checkpoint, epoch=ckpt.get("epoch"), tta=bool(tta))
+    metrics.update({"tta_views": view_count(int(ckpt["data"].get("in_channels") or 1))} if tta else {})
     if plots:
         _write_report(run, logits, split, checkpoint, ckpt.get("epoch"), data)
     return Metrics(metrics)

@@ -29,6 +29,11 @@ def shifted(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return padded[..., m - dy : m - dy + h, m - dx : m - dx + w]
 
 
+def view_count(channels: int) -> int:
+    """How many views TTA averages over for images of `channels` channels (colour adds the mirror)."""
+    return len(SHIFTS) + (channels == 3)
+
+
 def views(images: torch.Tensor) -> list[torch.Tensor]:
     """The views TTA averages over: the shifts in SHIFTS, and for colour images also the mirror image."""
     out = [images if (dy, dx) == (0, 0) else shifted(images, dy, dx) for dy, dx in SHIFTS]

@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_info(args: argparse.Namespace) -> int:
     import torch
 
-    from mnistlab.class_weights import imbalance
+    from mnistlab.class_weights import imbalance, imbalance_advice
     from mnistlab.data import DATASETS, load_dataset, resolve_data_root, split_indices, verify_dataset
     from mnistlab.data.catalog import is_archive_dataset
     from mnistlab.data.sources import data_options
@@ -76,7 +76,7 @@ def run_info(args: argparse.Namespace) -> int:
     warning = imbalance(train_hist, list(data.classes))
     if warning:
         sys.stdout.flush()
-        print(f"warning: {warning}; train with --class-weights balanced to weigh the loss against it",
+        print(f"warning: {warning}; {imbalance_advice(train_hist)}",
               file=sys.stderr)
     return 0
 

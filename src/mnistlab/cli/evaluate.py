@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-plots", dest="plots", action="store_false", help="do not (re)write plots and report")
     p.add_argument("--tta", action="store_true",
-                   help="test-time augmentation: average the softmax over the image and 4 copies shifted by 1 px")
+                   help="test-time augmentation: average the softmax over the image, 4 copies shifted by 1 px "
+                        "and, for colour, its mirror")
     add_model_code_flags(p)
     p.set_defaults(handler=run)
 
@@ -46,10 +47,11 @@ def format_metrics(m: dict[str, Any]) -> str:
     """A human-readable report: overall scores, per-class table and confusion matrix."""
     from mnistlab.tta import SHIFTS
 
+    views = m.get("tta_views") or len(SHIFTS)
     auc = "n/a" if m.get("auc_macro") is None else f"{m['auc_macro']:.4f}"
     lines = [
         f"{m['split']} split, {m['samples']} images, {m['checkpoint']} checkpoint (epoch {m.get('epoch')})"
-        f"{f', test-time augmentation ({len(SHIFTS)} views)' if m.get('tta') else ''}",
+        f"{f', test-time augmentation ({views} views)' if m.get('tta') else ''}",
         f"accuracy {m['accuracy']:.4f}  precision {m['precision_macro']:.4f}  recall {m['recall_macro']:.4f}  "
         f"F1 {m['f1_macro']:.4f}  AUC {auc}  loss {m['loss']:.4f}",
         "",

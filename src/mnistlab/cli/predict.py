@@ -49,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per image per line (not with --out)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     p.add_argument("--tta", action="store_true",
-                   help="test-time augmentation: average the softmax over the image and 4 copies shifted by 1 px")
+                   help="test-time augmentation: average the softmax over the image, 4 copies shifted by 1 px "
+                        "and, for colour, its mirror")
     add_model_code_flags(p)
     g = p.add_argument_group("many images")
     g.add_argument("--out", default=None, metavar="FILE.csv", help="write the predictions to this CSV (atomically)")

@@ -58,6 +58,8 @@ class EpochResult:
     seconds: float
     steps: int
     samples: int = 0
+    batches: int = 0  # the loss is their mean
+    loss_sum: float = 0.0  # float64, exact: an epoch trained in two parts merges to the loss of one
 
 
 def train_one_epoch(
@@ -114,11 +116,11 @@ def train_one_epoch(
     seconds = time.perf_counter() - start
     if bar is not None:
         bar.update(done - shown)
-    losses = losses[:done]
-    _check_finite(losses, epoch, 0)
+    _check_finite(losses[:done], epoch, 0)
+    total = float(losses[:done].double().sum().item())  # float32 values summed in float64: no rounding
     return EpochResult(
-        loss=float(losses.mean().item()) if done else math.nan,
-        accuracy=correct.item() / max(seen, 1), seconds=seconds, steps=steps, samples=seen,
+        loss=total / done if done else math.nan, loss_sum=total,
+        accuracy=correct.item() / max(seen, 1), seconds=seconds, steps=steps, samples=seen, batches=done,
     )
 
 
@@ -153,20 +155,28 @@ def epoch_row(epoch: int, result: EpochResult, lr: float) -> dict[str, Any]:
     return {
         "epoch": epoch, "train_loss": result.loss, "train_accuracy": result.accuracy,
         "valid_loss": None, "valid_accuracy": None, "lr": lr, "train_seconds": result.seconds,
-        "steps": result.steps, "samples": result.samples,
+        "steps": result.steps, "samples": result.samples, "batches": result.batches, "loss_sum": result.loss_sum,
     }
 
 
 def merge_rows(first: dict[str, Any], rest: dict[str, Any]) -> dict[str, Any]:
-    """One row for an epoch trained in two parts (a fractional run extended later): train numbers
-    weighted by steps and samples, times added, the first part's lr; validation from the second part."""
+    """One row for an epoch trained in two parts (a fractional run extended later):
+    the loss the mean of both parts' batches (their exact sums; weighted by steps in rows older than that),
+    the accuracy weighted by samples, times added, the first part's lr; validation from the second part."""
     a, b = int(first.get("steps") or 0), int(rest.get("steps") or 0)
     na, nb = int(first.get("samples") or 0), int(rest.get("samples") or 0)
+    if not b:  # the second part trained nothing (a finished run resumed for its test pass): its loss is NaN
+        rest = {**rest, "train_loss": 0.0, "loss_sum": 0.0, "batches": 0}
     merged = dict(rest)
-    if a + b:
+    if first.get("batches") is not None and rest.get("batches") is not None:
+        batches = first["batches"] + rest["batches"]
+        merged.update(train_loss=(first["loss_sum"] + rest["loss_sum"]) / batches, batches=batches,
+                      loss_sum=first["loss_sum"] + rest["loss_sum"])
+    elif a + b:
         merged["train_loss"] = (first["train_loss"] * a + rest["train_loss"] * b) / (a + b)
     if na + nb:
-        merged["train_accuracy"] = (first["train_accuracy"] * na + rest["train_accuracy"] * nb) / (na + nb)
+        correct = round(first["train_accuracy"] * na) + round(rest["train_accuracy"] * nb)  # integers: exact
+        merged["train_accuracy"] = correct / (na + nb)
     merged.update(lr=first["lr"], steps=a + b, samples=na + nb,
                   train_seconds=first["train_seconds"] + rest["train_seconds"])
     return merged

@@ -23,6 +23,7 @@ import copy
 import dataclasses
 import itertools
 import math
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -100,10 +101,12 @@ def _groups(batches: Any, size: int) -> Iterator[list[Any]]:
 def range_test(task: Any, cfg: TrainConfig, *, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 200,
                rule: str = "min10", reporter: Reporter | None = None) -> LRFindResult:
     """Run the range test for `task` (e.g. mnistlab.tasks.image.ImageTask()) trained as `cfg` (resolved)."""
-    if not 0 < start_lr < end_lr:
-        raise UsageError(f"the range test needs 0 < --start-lr < --end-lr, got {start_lr:g} and {end_lr:g}")
+    if not (0 < start_lr < end_lr and math.isfinite(end_lr / start_lr)):  # inf: every rate after the first
+        raise UsageError(f"the range test needs 0 < --start-lr < --end-lr, finite, got {start_lr:g} and {end_lr:g}")
     if not 2 <= steps <= 100_000:
         raise UsageError(f"bad --steps {steps}: from 2 to 100000")
+    if rule not in RULES:  # said now, not after the test
+        raise UsageError(f"bad rule {rule!r}: choose {' or '.join(RULES)}")
     reporter = reporter or Reporter(cfg.progress)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -143,6 +146,19 @@ def range_test(task: Any, cfg: TrainConfig, *, start_lr: float = 1e-7, end_lr: f
     return LRFindResult(lrs, losses, smoothed, float(f"{suggest(lrs, smoothed, rule):.3g}"), rule, stopped)
 
 
+def _check_plot(plot: Path) -> None:
+    """A UsageError, before the test, when the plot could not be written where asked."""
+    if plot.suffix.lower() != ".png":
+        raise UsageError(f"{plot}: the plot is written as PNG; use a .png file name")
+    if plot.is_dir():
+        raise UsageError(f"cannot write the plot {plot}: it is a folder; give a file name")
+    folder = next(p for p in (plot.absolute(), *plot.absolute().parents) if p.exists() or p == Path(p.anchor))
+    if folder != plot.absolute() and (not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK)):
+        raise UsageError(f"cannot write the plot {plot}: {folder} is not a writable folder")
+    if plot.exists() and not os.access(plot, os.W_OK):
+        raise UsageError(f"cannot write the plot {plot}: the file is not writable")
+
+
 def lr_find(config: TrainConfig | dict[str, Any] | None = None, *, model: nn.Module | str | None = None,
             start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 200, rule: str = "min10",
             plot: str | Path | None = None, **overrides: Any) -> LRFindResult:
@@ -169,8 +185,8 @@ def lr_find(config: TrainConfig | dict[str, Any] | None = None, *, model: nn.Mod
     cfg = resolve_config(dataclasses.replace(cfg, **overrides), load_code=True)
     if cfg.resume:
         raise UsageError("the range test trains a fresh copy of a model: it does not take --resume")
-    if plot is not None and Path(plot).suffix.lower() != ".png":  # said now, not after the test
-        raise UsageError(f"{plot}: the plot is written as PNG; use a .png file name")
+    if plot is not None:  # said now, not after the test
+        _check_plot(Path(plot))
     try:
         with sigterm_as_interrupt():  # SIGTERM (a timeout, a scheduler) ends it like Ctrl-C, with exit 143
             result = range_test(ImageTask(model=copy.deepcopy(model) if model is not None else None), cfg,

@@ -23,7 +23,7 @@ import torch
 from torch.nn import functional as F
 
 import mnistlab
-from mnistlab.class_weights import imbalance, loss_weights
+from mnistlab.class_weights import imbalance, imbalance_advice, loss_weights
 from mnistlab.config import TrainConfig
 from mnistlab.errors import MnistlabError, Terminated, TrainingDiverged
 from mnistlab.locks import folder_lock
@@ -156,8 +156,8 @@ class Trainer:
         counts = prep.class_counts or []
         if saved is None:
             warning = imbalance(counts, prep.classes)
-            if warning and cfg.class_weights is None:
-                self.reporter.warn(f"{warning}; --class-weights balanced weighs the loss against it")
+            if warning and (cfg.class_weights is None or 0 in counts):
+                self.reporter.warn(f"{warning}; {imbalance_advice(counts)}")
             saved = loss_weights(cfg.class_weights, counts, prep.classes)
         self.class_weights = saved
         if saved is not None:

@@ -86,7 +86,7 @@ class TensorBoard(Callback):
     def on_epoch_end(self, trainer: Any, state: FitState) -> None:
         row = state.row
         for key, value in row.items():
-            if key in ("epoch", "steps", "samples") or not isinstance(value, (int, float)) or isinstance(value, bool):
+            if key in ("epoch", "steps", "samples", "batches", "loss_sum") or not isinstance(value, (int, float)) or isinstance(value, bool):
                 continue
             split, _, metric = key.partition("_")
             tag = f"{metric}/{split}" if split in ("train", "valid") and metric in ("loss", "accuracy") else f"epoch/{key}"
