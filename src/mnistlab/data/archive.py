@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from mnistlab.data.catalog import META_MAX_BYTES, ArchiveSpec, get_archive_spec
-from mnistlab.data.fetch import MirrorFailed, default_mirrors, fetch_url
+from mnistlab.data.fetch import MirrorFailed, dataset_folder, default_mirrors, fetch_url
 from mnistlab.errors import DataError
 from mnistlab.tmpfiles import create_temp
 
@@ -200,11 +200,7 @@ def download_archive(name: str, root: str | os.PathLike[str], *, mirrors: list[s
             unsafe (a member outside the folder, a link) or lacks a file.
     """
     spec = get_archive_spec(name)
-    folder = Path(root).expanduser() / spec.name
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataError(f"cannot create {folder}: {e.strerror or e}; choose another --data-dir") from None
+    folder = dataset_folder(root, spec.name)
     if set(verify_archive_dataset(spec.name, folder.parent).values()) <= {"ok", "unverified"}:
         return folder
     local = folder / spec.archive

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from mnistlab.data.catalog import FILE_KEYS, IMAGE_SIDE, DatasetSpec, find_file, get_dataset_spec, is_archive_dataset
-from mnistlab.data.fetch import MirrorFailed, default_mirrors, fetch_url
+from mnistlab.data.fetch import MirrorFailed, dataset_folder, default_mirrors, fetch_url
 from mnistlab.data.idx import IdxFormatError, check_idx
 from mnistlab.errors import DataError
 from mnistlab.tmpfiles import create_temp
@@ -132,11 +132,7 @@ def download_dataset(
 
         return download_archive(name, root, mirrors=mirrors, timeout=timeout, progress=progress)
     spec = get_dataset_spec(name)
-    folder = Path(root).expanduser() / spec.name
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataError(f"cannot create {folder}: {e.strerror or e}; choose another --data-dir") from None
+    folder = dataset_folder(root, spec.name)
     mirror_list = list(mirrors) if mirrors else default_mirrors(spec)
     for key in FILE_KEYS:
         existing = find_file(folder, spec.files[key][0])

@@ -87,3 +87,11 @@ def fetch_url(url: str, dest: Path, *, timeout: float, progress: bool, max_bytes
         raise MirrorFailed(f"{type(e).__name__}: {e}") from None
 
 
+def dataset_folder(root: str | Path, name: str) -> Path:
+    """`root/name`, created if needed; a folder that cannot be made is one DataError naming --data-dir."""
+    folder = Path(root).expanduser() / name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create {folder}: {e.strerror or e}; choose another --data-dir") from None
+    return folder
