@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 COLUMNS = ["benchmark", "measurement", "device", "median", "unit", "runs", "ratio", "target", "met"]
@@ -256,15 +257,22 @@ def _script(tmp_path: Path, name: str, *args: str) -> tuple[str, list[dict]]:
 
 
 @pytest.mark.slow
-def test_best_recipe_quick_scores_each_run_four_ways(tmp_path: Path) -> None:
-    stdout, records = _script(tmp_path, "best_recipe.py", "--candidates",
-                              '{"ema": {"ema": 0.9}, "no aug": {"ema": 0.9, "augment": false}, "plain": {}}')
+def test_best_recipe_quick_scores_each_run_every_way_it_has(tmp_path: Path) -> None:
+    stdout, records = _script(tmp_path, "best_recipe.py", "--jobs", "2", "--runs", "best:0,before:0,no-augment:0")
     ways = [(r["candidate"], r["weights"], r["tta"]) for r in records]
-    assert ways == [("ema", "raw", False), ("ema", "raw", True), ("ema", "average", False), ("ema", "average", True),
-                    ("no aug", "raw", False), ("no aug", "raw", True), ("no aug", "average", False),
-                    ("no aug", "average", True), ("plain", "raw", False), ("plain", "raw", True)]
-    assert all(0 <= r["accuracy"] <= 1 and r["epochs"] == 1 for r in records)
+    assert ways == [("best", "raw", False), ("best", "raw", True), ("best", "average", False), ("best", "average", True),
+                    ("before", "raw", False), ("before", "raw", True), ("no-augment", "raw", False),
+                    ("no-augment", "raw", True), ("no-augment", "average", False), ("no-augment", "average", True)]
+    assert all(0 <= r["accuracy"] <= 1 and r["epochs"] == 1 and r["threads"] == max(1, (os.cpu_count() or 1) // 2)
+               for r in records)
+    folders = {r["candidate"]: yaml.safe_load((Path(r["run"]) / "config.yaml").read_text()) for r in records}
+    assert (folders["best"]["rotate"], folders["best"]["monitor"], folders["best"]["ema"]) == (10.0, "valid_accuracy", 0.999)
+    assert (folders["before"]["rotate"], folders["before"]["monitor"], folders["before"]["ema"]) == (0, "valid_loss", 0)
+    assert (folders["no-augment"]["augment"], folders["no-augment"]["rotate"]) == (False, 0.0)
     assert "| candidate | weights | TTA | seeds | mean test acc | worst seed | median train s |" in stdout
+    assert "bad --runs item" in subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "best_recipe.py"), "--quick", "--runs", "nope:0"],
+        capture_output=True, text=True, cwd=REPO, timeout=300).stderr
 
 
 def test_lr_find_vs_recipe_quick_counts_the_wins(tmp_path: Path) -> None:

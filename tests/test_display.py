@@ -356,7 +356,8 @@ def test_a_colour_runs_pil_images_and_channels_last_arrays_predict_as_its_image_
     picture = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)  # as np.asarray gives a PIL image: [H, W, 3]
     Image.fromarray(picture).save(tmp_path / "p.png")
     from_file = run.predict(tmp_path / "p.png").probabilities
-    for given in (Image.open(tmp_path / "p.png"), picture, picture[None], [picture, picture]):
+    chw = np.ascontiguousarray(np.moveaxis(picture, -1, 0))  # [3, H, W], as torchvision's ToTensor lays it out
+    for given in (Image.open(tmp_path / "p.png"), picture, picture[None], [picture, picture], chw, torch.from_numpy(chw)):
         got = run.predict(given).probabilities  # was gray and digit-preprocessed (PIL), or 16 images of 16x3
         assert got.shape == (1 if not isinstance(given, list) else 2, 3) and np.allclose(got, from_file[0], atol=1e-6)
     assert np.allclose(run.predict(Image.open(tmp_path / "p.png"), preprocess="photo").probabilities, from_file)
@@ -402,3 +403,12 @@ def test_predict_takes_rows_of_pixels_as_one_image_each(finished_run: mnistlab.R
     for rows in (images.reshape(3, 784), torch.from_numpy(images.reshape(3, 784))):  # as Kaggle's CSV holds them
         got = finished_run.predict(rows).probabilities  # was: one 3x784 picture, one prediction
         assert got.shape == (3, 10) and np.allclose(got, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", ["abc", [[1, 2], [3]], [[1, "x"], [0, 1]], [[True, 0], [0, 1]], [[-1, 0], [0, 1]], 7])
+def test_a_hand_edited_confusion_matrix_is_one_clear_error(finished_run: mnistlab.Run, bad) -> None:
+    summary_path = finished_run.path / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary_path.write_text(json.dumps({**summary, "confusion_matrix": bad}))  # was: a raw TypeError
+    with pytest.raises(MnistlabError, match="confusion_matrix is not a square list of rows of counts"):
+        finished_run.confusion_matrix()

@@ -407,7 +407,8 @@ def test_lr_find_command(fake_mnist_root, tmp_path, capsys, monkeypatch):
     code, out, err = cli(capsys, *base, "--apply", "--epochs", "1", "--quiet", "--rule", "steepest", "--json",
                          "--plot", "s.png")
     assert code == 0, err
-    found = json.loads(out.splitlines()[0])
+    found = json.loads(out)  # stdout is the one JSON object; the run that follows reports on stderr
+    assert "training with --lr" in err
     assert found["rule"] == "steepest" and len(found["lrs"]) == len(found["smoothed"]) <= 40
     config = yaml.safe_load((tmp_path / "runs" / "logistic" / "config.yaml").read_text())
     assert config["lr"] == found["suggestion"]  # applied only because --apply said so
@@ -628,3 +629,190 @@ def test_evaluate_says_six_views_for_a_colour_run(tmp_path, capsys):
     code, out, _ = cli(capsys, "evaluate", str(run.path), "--tta", "--no-plots")
     assert code == 0 and "test-time augmentation (6 views)" in out
     assert mnistlab.evaluate(run.path, tta=True, plots=False)["tta_views"] == view_count(3) == 6
+
+
+# ----------------------------------------------------------------------------- rotation and scaling (--rotate, --zoom)
+
+def _bar_images(n: int) -> torch.Tensor:
+    """n copies of a centred vertical bar, 2 px wide and 16 px long: its angle and length are easy to measure."""
+    images = torch.zeros(n, 1, 28, 28, dtype=torch.uint8)
+    images[:, :, 6:22, 13:15] = 255
+    return images
+
+
+def _angle_and_length(image: torch.Tensor) -> tuple[float, float]:
+    """The bar's tilt from vertical in degrees and its length, from the second moments of its pixels."""
+    w = image.double().squeeze()
+    ys, xs = torch.meshgrid(torch.arange(28.0, dtype=torch.float64), torch.arange(28.0, dtype=torch.float64),
+                            indexing="ij")
+    m = w.sum()
+    cy, cx = (w * ys).sum() / m, (w * xs).sum() / m
+    cov = torch.tensor([[(w * (ys - cy) ** 2).sum(), (w * (ys - cy) * (xs - cx)).sum()],
+                        [(w * (ys - cy) * (xs - cx)).sum(), (w * (xs - cx) ** 2).sum()]]) / m
+    values, vectors = torch.linalg.eigh(cov)
+    dy, dx = vectors[:, 1]  # the long axis
+    angle = math.degrees(math.atan2(float(dx), float(dy)))
+    angle = (angle + 90) % 180 - 90
+    return angle, math.sqrt(12 * float(values[1]))  # a uniform segment of length L has variance L^2/12
+
+
+def test_warp_turns_an_image_about_its_centre_and_leaves_it_alone_at_zero():
+    from mnistlab.data.loader import warp_images
+
+    bar = _bar_images(1).float()
+    assert torch.allclose(warp_images(bar, torch.zeros(1), torch.ones(1)), bar, atol=1e-3)
+    turned = warp_images(bar, torch.tensor([math.pi / 2]), torch.ones(1))
+    rows = (turned[0, 0] > 128).nonzero()[:, 0].unique().tolist()
+    assert rows == [13, 14]  # the vertical bar lies across the middle rows now
+    assert abs(_angle_and_length(warp_images(bar, torch.tensor([math.radians(20)]), torch.ones(1)))[0]) == \
+        pytest.approx(20, abs=1.5)
+    assert _angle_and_length(warp_images(bar, torch.zeros(1), torch.tensor([1.25])))[1] == \
+        pytest.approx(1.25 * _angle_and_length(bar)[1], rel=0.05)
+
+
+def test_rotate_and_zoom_spread_the_training_images_over_their_ranges():
+    from mnistlab.data import BatchIterator
+    from mnistlab.data.augment import Augment
+
+    images, labels = _bar_images(400), torch.zeros(400, dtype=torch.long)
+
+    def measured(kind: Augment) -> tuple[list[float], list[float]]:
+        batches = BatchIterator(images, labels, batch_size=100, mean=0.0, std=1.0, shuffle=True, augment=kind)
+        x = torch.cat([b for b, _ in batches]) * 255
+        pairs = [_angle_and_length(img) for img in x]
+        return [a for a, _ in pairs], [length for _, length in pairs]
+
+    angles, lengths = measured(Augment(0, rotate=20))
+    assert max(angles) > 15 and min(angles) < -15 and max(map(abs, angles)) < 21.5
+    angles, lengths = measured(Augment(0, zoom=0.2))
+    base = _angle_and_length(images[0])[1]
+    assert max(lengths) > 1.15 * base and min(lengths) < 0.85 * base and max(map(abs, angles)) < 1
+    angles, _ = measured(Augment(0))
+    assert max(map(abs, angles)) < 1e-6  # shifts alone never turn an image
+
+
+def test_warps_are_drawn_after_the_shifts_so_runs_without_them_see_the_same_batches():
+    from mnistlab.data import BatchIterator
+    from mnistlab.data.augment import Augment
+
+    g = torch.Generator().manual_seed(3)
+    images = torch.randint(0, 256, (300, 1, 28, 28), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, 10, (300,), generator=g)
+
+    def epoch(kind, batch_size=64, e=2):
+        it = BatchIterator(images, labels, batch_size=batch_size, mean=0.1, std=0.3, shuffle=True, seed=5, augment=kind)
+        it.set_epoch(e)
+        return torch.cat([x for x, _ in it]), torch.cat([y for _, y in it])
+
+    plain, same = epoch(Augment(2)), epoch(Augment(2, rotate=0.0, zoom=0.0))
+    assert torch.equal(plain[0], same[0]) and torch.equal(plain[1], same[1])
+    warped, labels_w = epoch(Augment(2, rotate=10, zoom=0.1))
+    assert torch.equal(labels_w, plain[1]) and not torch.allclose(warped, plain[0])
+    again, _ = epoch(Augment(2, rotate=10, zoom=0.1), batch_size=37)  # a pure function of (seed, epoch)
+    torch.testing.assert_close(again, warped)
+    assert not torch.allclose(epoch(Augment(2, rotate=10, zoom=0.1), e=3)[0], warped)
+
+
+def test_rotate_and_zoom_are_recorded_checked_and_resume_exactly(fake_mnist_root, tmp_path, capsys):
+    out = str(tmp_path / "runs")
+    common = ["train", "--model", "logistic", "--data-dir", str(fake_mnist_root), "--out", out, "--quiet", "--no-plots"]
+    code, _, err = cli(capsys, *common, "--epochs", "2", "--augment", "--rotate", "12", "--zoom", "0.15",
+                       "--name", "warp")
+    assert code == 0, err
+    config = yaml.safe_load((tmp_path / "runs" / "warp" / "config.yaml").read_text())
+    assert (config["augment"], config["rotate"], config["zoom"]) == (True, 12.0, 0.15)
+    straight = read_metrics_csv(tmp_path / "runs" / "warp" / "metrics.csv")
+    code, _, err = cli(capsys, *common, "--epochs", "1", "--augment", "--rotate", "12", "--zoom", "0.15",
+                       "--name", "half")
+    code, _, err = cli(capsys, "train", "--resume", str(tmp_path / "runs" / "half"), "--epochs", "2", "--quiet")
+    assert code == 0, err
+    resumed = read_metrics_csv(tmp_path / "runs" / "half" / "metrics.csv")
+    assert [r["train_loss"] for r in resumed] == [r["train_loss"] for r in straight]
+    for bad, message in ((["--rotate", "10"], "pass --augment too"), (["--augment", "--zoom", "1"], "bad zoom"),
+                         (["--augment", "--rotate", "-5"], "rotate"), (["--augment", "--rotate", "x"], "--rotate")):
+        code, _, err = cli(capsys, *common, *bad)
+        assert code == 2 and message in err and "Traceback" not in err, (bad, err)
+
+
+# ----------------------------------------------------------------------------- the best epoch by accuracy (--monitor)
+
+def test_monitor_valid_accuracy_picks_the_most_accurate_epoch_where_the_loss_picks_another():
+    from mnistlab.training.callbacks import EarlyStop
+
+    rows = [(0.30, 0.950), (0.20, 0.970), (0.25, 0.980), (0.28, 0.980), (0.35, 0.975)]  # (valid loss, accuracy)
+
+    def best_epochs(monitor: str, patience: int = 0) -> tuple[int, list[int], str | None]:
+        early, state, improved = EarlyStop(patience, monitor), FitState(), []
+        trainer = types.SimpleNamespace(budget=types.SimpleNamespace(steps_per_epoch=10))
+        for epoch, (loss, acc) in enumerate(rows, 1):
+            state.epoch, state.row = epoch, {"valid_loss": loss, "valid_accuracy": acc, "steps": 10}
+            early.on_validation_end(trainer, state)
+            improved += [epoch] if state.improved else []
+            if state.stop_reason is not None:
+                break
+        return state.best_epoch, improved, state.stop_reason
+
+    assert best_epochs("valid_loss")[:2] == (2, [1, 2])
+    assert best_epochs("valid_accuracy")[:2] == (3, [1, 2, 3])  # a tie (epoch 4) keeps the first
+    best, _, reason = best_epochs("valid_accuracy", patience=2)
+    assert best == 3 and reason == "early stopping: valid accuracy did not improve for 2 epochs (best 98.00% at epoch 3)"
+
+
+def test_monitor_valid_accuracy_makes_best_pt_and_the_summary_the_most_accurate_epoch(fake_mnist_root, tmp_path):
+    from mnistlab.training.engine import train
+
+    run = train(cfg(fake_mnist_root, tmp_path, model="logistic", epochs=6, lr=0.5, label_smoothing=0.6,
+                    monitor="valid_accuracy", name="acc"))
+    rows = read_metrics_csv(run.path / "metrics.csv")
+    accs = [r["valid_accuracy"] for r in rows]
+    best = accs.index(max(accs)) + 1
+    assert run.summary["best_epoch"] == best and load_checkpoint(run.checkpoint_path("best"))["epoch"] == best
+    assert run.summary["best_valid_loss"] == pytest.approx(rows[best - 1]["valid_loss"])
+    assert run.summary["best_valid_accuracy"] == max(accs) and run.summary["checkpoint"] == "best"
+    with pytest.raises(UsageError, match="bad monitor 'accuracy'"):
+        train(cfg(fake_mnist_root, tmp_path, model="logistic", monitor="accuracy"))
+
+
+def test_a_best_run_from_before_rotate_zoom_and_monitor_resumes_as_it_trained(fake_mnist_root, tmp_path, capsys):
+    """best's recipe gained rotate, zoom and monitor; a run folder written without them must not pick them up."""
+    out = str(tmp_path / "runs")
+    code, _, err = cli(capsys, "train", "--model", "best", "--set", "width=4", "--data-dir", str(fake_mnist_root),
+                       "--out", out, "--epochs", "1", "--batch-size", "200", "--scheduler", "none", "--quiet", "--no-plots",
+                       "--name", "old")
+    assert code == 0, err
+    path = tmp_path / "runs" / "old" / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    assert (config["rotate"], config["zoom"], config["monitor"]) == (10.0, 0.1, "valid_accuracy")
+    for key in ("rotate", "zoom", "monitor"):
+        del config[key]
+    path.write_text(yaml.safe_dump(config))
+    code, _, err = cli(capsys, "train", "--resume", str(tmp_path / "runs" / "old"), "--epochs", "2", "--quiet")
+    assert code == 0, err
+    resumed = yaml.safe_load(path.read_text())
+    assert (resumed["rotate"], resumed["zoom"], resumed["monitor"]) == (0.0, 0.0, "valid_loss")
+
+
+def test_no_augment_switches_off_the_recipes_rotations_but_refuses_the_users(fake_mnist_root, tmp_path):
+    from mnistlab.config import resolve_config
+
+    off = resolve_config(TrainConfig(model="best", augment=False))
+    assert (off.augment, off.rotate, off.zoom) == (False, 0.0, 0.0)
+    on = resolve_config(TrainConfig(model="best"))
+    assert (on.augment, on.rotate, on.zoom, on.monitor) == (True, 10.0, 0.1, "valid_accuracy")
+    with pytest.raises(UsageError, match="pass --augment too"):
+        resolve_config(TrainConfig(model="best", augment=False, rotate=5.0))
+
+
+def test_monitor_for_a_text_run_and_a_module_object(tmp_path):
+    text = train_text("builtin:sentiment", epochs=3, monitor="valid_accuracy", out=str(tmp_path / "runs"),
+                      progress="quiet", plots=False)
+    accs = [r["valid_accuracy"] for r in read_metrics_csv(text.path / "metrics.csv")]
+    assert text.summary["best_epoch"] == accs.index(max(accs)) + 1 and text.config["monitor"] == "valid_accuracy"
+    rng = np.random.default_rng(1)
+    labels = np.arange(90) % 3
+    images = rng.integers(0, 40, (90, 8, 8)).astype(np.uint8)
+    images[np.arange(90), labels * 2 + 1, 2] = 250
+    run = mnistlab.fit(FlatLinear(64, 3), data=(images, labels), epochs=3, monitor="valid_accuracy",
+                       out=str(tmp_path / "runs"), progress="quiet", plots=False, optimizer="sgd", lr=0.5)
+    accs = [r["valid_accuracy"] for r in read_metrics_csv(run.path / "metrics.csv")]
+    assert run.summary["best_epoch"] == accs.index(max(accs)) + 1

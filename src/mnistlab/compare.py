@@ -57,7 +57,7 @@ FORMATS = ("table", "csv", "markdown")
 # Recipe settings worth naming in the options column when a run deviates from its model's recipe.
 _MAIN_FIELDS = (
     "init", "optimizer", "lr", "momentum", "nesterov", "batch_size", "epochs", "scheduler", "weight_decay",
-    "label_smoothing", "augment", "patience", "clip_grad", "valid_fraction", "seed", "dataset",
+    "label_smoothing", "augment", "rotate", "zoom", "patience", "clip_grad", "valid_fraction", "seed", "dataset",
     "channels", "image_size", "labels",
     "ema", "accumulate", "class_weights", "tta",
 )

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnistlab.choices import AMP_MODES, DEVICES, INIT_METHODS, OPTIMIZERS, PROGRESS_MODES, SCHEDULERS
+from mnistlab.choices import AMP_MODES, DEVICES, INIT_METHODS, MONITORS, OPTIMIZERS, PROGRESS_MODES, SCHEDULERS
 from mnistlab.errors import UsageError
 
 __all__ = [
-    "AMP_MODES", "DEVICES", "GLOBAL_DEFAULTS", "INIT_METHODS", "OPTIMIZERS", "PROGRESS_MODES", "SCHEDULERS",
+    "AMP_MODES", "DEVICES", "GLOBAL_DEFAULTS", "INIT_METHODS", "MONITORS", "OPTIMIZERS", "PROGRESS_MODES", "SCHEDULERS",
     "TrainConfig", "coerce_value", "load_config_file", "resolve_config", "validate",
 ]
 
@@ -53,6 +53,8 @@ class TrainConfig:
     label_smoothing: float | None = None
     clip_grad: float | None = None  # max gradient norm; None: the recipe's (if any); 0: no clipping
     augment: bool | None = None  # random shifts (digits) or crops and flips (colour), batched on the device
+    rotate: float | None = None  # with augment: random rotations of up to this many degrees; 0: none
+    zoom: float | None = None  # with augment: random scaling by 1 - zoom to 1 + zoom; 0: none
     ema: float | None = None  # decay of an average of the weights that validates and tests; 0: off
     accumulate: int | None = None  # batches per optimizer step (gradient accumulation); 1: off
     class_weights: str | None = None  # loss weights per class: "balanced" or a JSON file; None: none
@@ -62,6 +64,7 @@ class TrainConfig:
     valid_fraction: float | None = None
     stratify: bool = False
     patience: int | None = None  # 0 disables early stopping
+    monitor: str | None = None  # what picks the best epoch (best.pt) and early stopping: valid_loss or valid_accuracy
     drop_last: bool | None = None
     eval_batch_size: int = 2000
     # Hardware
@@ -112,13 +115,21 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
     "pct_start": 0.3,
     "label_smoothing": 0.0,
     "augment": False,
+    "rotate": 0.0,
+    "zoom": 0.0,
     "ema": 0.0,
     "accumulate": 1,
     "tta": False,
     "valid_fraction": 0.2,
     "patience": 0,
+    "monitor": "valid_loss",
     "drop_last": False,
 }
+
+# Fields added to TrainConfig after run folders were already being written, with what a config.yaml
+# that lacks them meant. A run from before resumes as it trained, not with a value a model's recipe
+# gained since (best's rotate, zoom and monitor).
+ABSENT_MEANS: dict[str, Any] = {"rotate": 0.0, "zoom": 0.0, "monitor": "valid_loss"}
 
 
 def _plain(value: Any) -> Any:
@@ -334,6 +345,7 @@ def resolve_config(config: TrainConfig, *, load_code: bool = False) -> TrainConf
     """
     values = dataclasses.asdict(config)
     values["model"], recipe, values["model_options"] = _model_recipe(config, values["model_options"], load_code)
+    unset_warps = [key for key in ("rotate", "zoom") if values[key] is None]
     for key, default in GLOBAL_DEFAULTS.items():
         if values[key] is None:
             values[key] = recipe.get(key, default)
@@ -343,6 +355,8 @@ def resolve_config(config: TrainConfig, *, load_code: bool = False) -> TrainConf
     if values["betas"] is not None:
         values["betas"] = tuple(float(b) for b in values["betas"])
     values["class_weights"] = class_weights_setting(values["class_weights"])
+    if not values["augment"]:  # --no-augment switches off the recipe's rotations too; the user's own are refused
+        values.update({key: 0.0 for key in unset_warps})
     cfg = TrainConfig(**values)
     validate(cfg)
     return cfg
@@ -401,6 +415,7 @@ def validate(cfg: TrainConfig) -> None:
     _check_choice("device", cfg.device, DEVICES)
     _check_choice("amp", cfg.amp, AMP_MODES)
     _check_choice("progress", cfg.progress, PROGRESS_MODES)
+    _check_choice("monitor", cfg.monitor, MONITORS)
     _check_range("epochs", cfg.epochs, 0, 100_000, low_open=True)
     _check_data_options(cfg)
     for name in ("batch_size", "eval_batch_size"):
@@ -411,6 +426,13 @@ def validate(cfg: TrainConfig) -> None:
     _check_range("momentum", cfg.momentum, 0, 1)
     _check_range("weight-decay", cfg.weight_decay, 0, 10)
     _check_range("label-smoothing", cfg.label_smoothing, 0, 1)
+    _check_range("rotate", cfg.rotate, 0, 180)
+    _check_range("zoom", cfg.zoom, 0, 1)
+    if cfg.zoom >= 1:
+        raise UsageError(f"bad zoom {cfg.zoom!r}: below 1, like 0.1 (scaling by 0.9 to 1.1)")
+    if (cfg.rotate or cfg.zoom) and not cfg.augment:
+        raise UsageError("--rotate and --zoom add to --augment's shifts: pass --augment too (or use a model "
+                         "whose recipe augments, like best)")
     _check_range("ema", cfg.ema, 0, 1)
     if cfg.ema >= 1:
         raise UsageError(f"bad ema {cfg.ema!r}: a decay below 1, like 0.999 (0 switches the average off)")

@@ -339,7 +339,7 @@ def _as_array(item: Any) -> np.ndarray | None:
 def _object_source(item: Any, name: str, predictor: Predictor, preprocess: str) -> ArrayInput | None:
     """An array, tensor or PIL image as a source; a 2-D one is one image (or rows of pixels [N, H*W]), 3-D
     [N, H, W], 4-D [N, C, H, W]; a last axis of 3 is colour channels ([H, W, 3] as numpy gives a PIL
-    image, [N, H, W, 3])."""
+    image, [N, H, W, 3]); for a colour run a 3-D [3, H, W] is one image."""
     from PIL import Image
 
     if isinstance(item, Image.Image) and predictor.in_channels == 3:  # read as the run's image files are
@@ -350,6 +350,8 @@ def _object_source(item: Any, name: str, predictor: Predictor, preprocess: str) 
     size = predictor.image_size
     if images.ndim == 2 and images.shape[1] != size * size:  # one image; [N, 784] are rows of pixels
         images = images[None]
+    if images.ndim == 3 and images.shape[0] == 3 == predictor.in_channels and images.shape[-1] != 3:
+        images = images[None]  # a colour run's [3, H, W] (torchvision's ToTensor) is one image, not 3 gray ones
     if images.ndim in (3, 4) and images.shape[-1] == 3 and images.shape[-3] not in (1, 3):
         images = np.moveaxis(images.reshape(-1, *images.shape[-3:]), -1, 1)  # [H, W, 3] / [N, H, W, 3]: channels last
     # Pictures (a PIL image, a canvas of another size) are preprocessed like image files under "auto";

@@ -267,7 +267,8 @@ def _samples(path: Path, config: dict[str, Any], data: _Lazy) -> Path:
     seed = int(config.get("seed") or 0)
     train_idx, _ = split_indices(d.train_labels, float(config.get("valid_fraction") or 0.0), seed,
                                  bool(config.get("stratify", False)))
-    augment = augment_kind(config.get("augment"), d.in_channels, d.image_size)
+    augment = augment_kind(config.get("augment"), d.in_channels, d.image_size, config.get("rotate"),
+                           config.get("zoom"))
     if isinstance(d.train_images, torch.Tensor):
         batches = BatchIterator(
             d.train_images[train_idx], d.train_labels[train_idx], batch_size=MAX_SAMPLES, mean=d.mean, std=d.std,

@@ -123,6 +123,15 @@ def run_summary(
     }
 
 
+def _square_counts(matrix: Any) -> bool:
+    """Whether `matrix` is a list of n lists of n non-negative whole numbers (bool is no count)."""
+    return isinstance(matrix, list) and all(
+        isinstance(row, list) and len(row) == len(matrix)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 and float(v).is_integer()
+                for v in row)
+        for row in matrix)
+
+
 def check_run_name(name: str) -> str:
     """A run name is one safe path component: no separators, no `..`, no leading dot."""
     if not _NAME_RE.match(name) or ".." in name:
@@ -265,9 +274,12 @@ class Run:
         from mnistlab.display import confusion_picture
 
         metrics = self.test_metrics
-        if not metrics.get("confusion_matrix"):
+        matrix = metrics.get("confusion_matrix")
+        if not matrix:
             raise MnistlabError(f"run {self.path} has no test metrics (status {self.status})")
-        total = sum(map(sum, metrics["confusion_matrix"]))
+        if not _square_counts(matrix):  # a summary.json edited by hand
+            raise MnistlabError(f"{self.path / 'summary.json'}: confusion_matrix is not a square list of rows of counts")
+        total = sum(map(sum, matrix))
         return confusion_picture(metrics, title=f"{self.name}: test split, {total:,} samples")
 
     def predict(self, images: Any, *, checkpoint: str = "best", preprocess: str = "auto",
@@ -277,7 +289,8 @@ class Run:
         Args:
             images: a path (an image file, a folder of them, or a CSV/.npy/.npz/IDX file, as
                 `mnistlab predict` reads them), a PIL image, a numpy array or torch tensor ([H, W] one
-                image, [N, H, W] or [N, C, H, W], [H, W, 3] or [N, H, W, 3]; uint8 0-255 or floats 0-1),
+                image, [N, H, W] or [N, C, H, W], [H, W, 3] or [N, H, W, 3], and for a colour run [3, H, W] one
+                image; uint8 0-255 or floats 0-1),
                 or a list of these.
             preprocess: "auto": image files, PIL images and arrays of another size than the model's
                 (a drawn canvas) get the MNIST-style preprocessing of `mnistlab predict` (see

@@ -77,7 +77,10 @@ def add_optimisation_flags(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--class-weights", default=S, metavar="balanced|FILE.json",
                    help="weight the training loss per class: balanced (inverse class frequency) or a JSON list "
                         "or {class: weight} mapping")
-    g.add_argument("--patience", type=int, default=S, help="early stopping on valid loss; 0 disables")
+    g.add_argument("--patience", type=int, default=S, help="early stopping on --monitor; 0 disables")
+    g.add_argument("--monitor", default=S, metavar="valid_loss|valid_accuracy",
+                   help="what picks the best epoch (best.pt, scored on test) and stops early: valid_loss (default) "
+                        "or valid_accuracy (label smoothing makes the loss a poor judge)")
     g.add_argument("--drop-last", action=argparse.BooleanOptionalAction, default=S)
     g.add_argument("--seed", type=int, default=S, help="seeds every random source (default 0)")
 
@@ -118,6 +121,10 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=S,
                    help="on the device, per batch: random shifts of up to 2 px for 1-channel data (digits: no "
                    "flips); random crops of the image padded by 1/8 of its side, and horizontal flips, for colour")
+    g.add_argument("--rotate", type=float, default=S, metavar="DEG",
+                   help="with --augment: also turn each image by a random angle of up to DEG degrees (0: off)")
+    g.add_argument("--zoom", type=float, default=S, metavar="F",
+                   help="with --augment: also scale each image by a random factor from 1-F to 1+F (0: off)")
     g.add_argument("--tta", action=argparse.BooleanOptionalAction, default=S,
                    help="the final test pass averages the softmax over the image and 4 copies shifted by 1 px")
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 
 from mnistlab.cli.common import add_train_flags, config_from_args
 
@@ -62,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
         if not own["json"]:
             print(f"to train with it: mnistlab train ... --lr {result.suggestion:g} (or lr-find --apply)")
         return 0
-    print(f"training with --lr {result.suggestion:g} (the suggestion)", flush=True)
-    train(cfg, lr=result.suggestion)
+    # With --json, stdout holds that one JSON object: the run that follows reports on stderr.
+    with contextlib.redirect_stdout(sys.stderr) if own["json"] else contextlib.nullcontext():
+        print(f"training with --lr {result.suggestion:g} (the suggestion)", flush=True)
+        train(cfg, lr=result.suggestion)
     return 0

@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _recipe_text(recipe: dict) -> str:
-    keys = ["optimizer", "lr", "batch_size", "epochs", "scheduler", "patience", "label_smoothing", "clip_grad", "init"]
+    keys = ["optimizer", "lr", "batch_size", "epochs", "scheduler", "patience", "label_smoothing", "clip_grad", "init",
+            "augment", "rotate", "zoom", "ema", "monitor"]
     short = {"batch_size": "batch", "label_smoothing": "smooth"}
     return " ".join(f"{short.get(k, k)}={recipe[k]:g}" if isinstance(recipe[k], float) else f"{short.get(k, k)}={recipe[k]}"
                     for k in keys if k in recipe)

@@ -80,6 +80,20 @@ def _gather_shifted(
     return padded_flat.index_select(0, flat).view(-1, c, h, w)
 
 
+def warp_images(images: torch.Tensor, angles: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """Each float image [B, C, H, W] turned by angles[i] radians and scaled by scales[i] about its centre.
+
+    One bilinear resample for the batch (affine_grid + grid_sample), zero fill outside the image:
+    pixel 0 is the background of uint8 data, so this runs before normalisation.
+    """
+    cos, sin = torch.cos(angles) / scales, torch.sin(angles) / scales
+    zero = torch.zeros_like(cos)
+    # grid_sample reads output pixel p from input point theta @ p: the inverse of the wanted warp.
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 def shift_images(images: torch.Tensor, shifts: torch.Tensor, max_shift: int = MAX_SHIFT) -> torch.Tensor:
     """Translate each image [B, C, H, W] by its (dy, dx) in `shifts` [B, 2] (|d| <= max_shift), zero fill.
 
@@ -112,6 +126,8 @@ class BatchIterator:
     shifts drawn from the same per-epoch generator. augment=Augment(m, flip=True) (what
     `--augment` picks for colour data, mnistlab.data.augment): random crops of the image
     zero-padded by m pixels, and half the images mirrored left-right, drawn after the shifts.
+    Augment(..., rotate=DEG, zoom=F) also turns and scales each image (`warp_images`), with its
+    angle and scale drawn after those, per sample in index order like the shifts.
     """
 
     def __init__(
@@ -154,6 +170,7 @@ class BatchIterator:
         self.augment = kind is not None
         self._m = kind.max_shift if kind is not None else 0
         self._flip = bool(kind is not None and kind.flip)
+        self._warp = kind if kind is not None and kind.warps else None
         self.rank, self.world_size = int(rank), int(world_size)
         scale, shift = normalisation(mean, std, images.shape[1])
         self._scale = scale.to(self.device, dtype)
@@ -206,7 +223,7 @@ class BatchIterator:
         self._epoch += 1
         gen = epoch_generator(self.seed, epoch) if (self.shuffle or self.augment) else None
         order = self._order(gen)
-        shifts = flips = None
+        shifts = flips = warps = None
         if self.augment:
             # Drawn for the whole dataset in index order after the permutation: the shift of
             # sample i in epoch e does not depend on batch size or sharding.
@@ -214,7 +231,16 @@ class BatchIterator:
             shifts = shifts.to(self.device)
             if self._flip:  # drawn after the shifts, so digits' shifts are what they always were
                 flips = torch.randint(0, 2, (len(self.images),), generator=gen).to(self.device)
-        return self._batches(order, shifts, flips)
+            if self._warp is not None:  # drawn last, for the same reason
+                warps = self._warp_draws(gen)
+        return self._batches(order, shifts, flips, warps)
+
+    def _warp_draws(self, gen: torch.Generator | None) -> torch.Tensor:
+        """[N, 2] (angle in radians, scale) per sample, uniform in +-rotate degrees and 1 +- zoom."""
+        u = torch.rand((len(self.images), 2), generator=gen, dtype=torch.float64) * 2 - 1
+        angles = u[:, 0] * math.radians(self._warp.rotate)
+        scales = 1 + u[:, 1] * self._warp.zoom
+        return torch.stack([angles, scales], 1).to(self.device, torch.float32)
 
     def _augmented(self, idx: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor | None) -> torch.Tensor:
         """Samples `idx`, shifted (and flipped) by their draws, picked from the padded copy in one gather."""
@@ -222,26 +248,24 @@ class BatchIterator:
                                None if flips is None else flips.index_select(0, idx), self._flipped)
 
     def _batches(
-        self, order: torch.Tensor | None, shifts: torch.Tensor | None, flips: torch.Tensor | None = None
+        self, order: torch.Tensor | None, shifts: torch.Tensor | None, flips: torch.Tensor | None = None,
+        warps: torch.Tensor | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         bs = self.batch_size
         n = len(self.images)
         for i in range(len(self)):
             lo, hi = i * bs, min((i + 1) * bs, n)
+            idx = torch.arange(lo, hi, device=self.device) if order is None else order[lo:hi]
             if order is None:
                 y = self.labels[lo:hi]
-                if shifts is None:
-                    x = self.images[lo:hi]
-                else:
-                    x = self._augmented(torch.arange(lo, hi, device=self.device), shifts, flips)
+                x = self.images[lo:hi] if shifts is None else self._augmented(idx, shifts, flips)
             else:
-                idx = order[lo:hi]
                 # index_select, not images[idx]: the same gather with far less per-call overhead.
                 y = self.labels.index_select(0, idx)
-                if shifts is None:
-                    x = self.images.index_select(0, idx)
-                else:
-                    x = self._augmented(idx, shifts, flips)
+                x = self.images.index_select(0, idx) if shifts is None else self._augmented(idx, shifts, flips)
+            if warps is not None:  # resampled in float32 (bf16 would blur the digits' edges), then cast
+                w = warps.index_select(0, idx)
+                x = warp_images(x.float(), w[:, 0], w[:, 1])
             # to() copies, so the in-place ops never touch the resident uint8 set.
             x = x.to(self.dtype).mul_(self._scale).add_(self._shift)
             if self.channels_last:

@@ -90,7 +90,7 @@ class ImageTask:
         model, use_amp = self._model(cfg, data, strategy.device, reporter, resume_from)
         params = count_parameters(model)
         model, step_model = strategy.wrap(model, compile=cfg.compile, sync_bn=cfg.sync_bn, seed=cfg.seed)
-        self.augment = augment_kind(cfg.augment, data.in_channels, data.image_size)
+        self.augment = augment_kind(cfg.augment, data.in_channels, data.image_size, cfg.rotate, cfg.zoom)
         batches = self._batches(cfg, data, train_idx, model, strategy, reporter)
         steps_per_epoch = strategy.min_over_ranks(len(batches))
         if steps_per_epoch == 0:

@@ -135,13 +135,14 @@ def resume_image_config(
     imports it by itself. A run of a module object (mnistlab.fit) resumes only from Python, with an
     object of the same class (`object_model`) and, for data given as objects, the same data.
     """
-    from mnistlab.config import load_config_file, resolve_config
+    from mnistlab.config import ABSENT_MEANS, load_config_file, resolve_config
     from mnistlab.models.usercode import ModelCode, is_file_model, verify_code
 
     if is_file_model(requested.model) and code.path is None:
         code = ModelCode.of(requested.model, code.allow_changed)
     run = resumed_run(requested, "image", code_given=code.path is not None or object_model is not None, given=given)
-    cfg = TrainConfig.from_dict(load_config_file(run.path / "config.yaml"), f"{run.path}/config.yaml")
+    saved = {**ABSENT_MEANS, **load_config_file(run.path / "config.yaml")}
+    cfg = TrainConfig.from_dict(saved, f"{run.path}/config.yaml")
     if cfg.model.startswith("object:") and object_model != cfg.model:
         how = f"with an object of that class, not {object_model}" if object_model else "from Python"
         raise UsageError(f"{run.path} was trained with a Python object ({cfg.model[len('object:'):]}): resume it "

@@ -65,7 +65,7 @@ class Trainer:
         if builtins is None:
             builtins = default_callbacks(cfg.patience, plots=cfg.plots, tensorboard=cfg.tensorboard,
                                          mlflow=cfg.mlflow, mlflow_checkpoints=cfg.mlflow_checkpoints,
-                                         ema=cfg.ema or 0.0)
+                                         ema=cfg.ema or 0.0, monitor=cfg.monitor or "valid_loss")
         self.callbacks = CallbackList([*builtins, *callbacks], is_main=strategy.is_main)
         self.callbacks.state_dicts()  # a state that checkpoints cannot hold is refused before any run folder
         self.prep: Prepared

@@ -13,12 +13,13 @@ __all__ = [
 
 
 def default_callbacks(patience: int, *, plots: bool, tensorboard: bool, mlflow: str | None = None,
-                      mlflow_checkpoints: bool = False, ema: float = 0.0) -> list[Callback]:
+                      mlflow_checkpoints: bool = False, ema: float = 0.0,
+                      monitor: str = "valid_loss") -> list[Callback]:
     """The built-ins in their order: the weight average (--ema, first: it is what validates, and epoch 0's
     checkpoint holds it), decide (early stopping), then write (checkpoint before metrics.csv), then show;
     MLflow last, so that it uploads the finished plots and report."""
     callbacks: list[Callback] = [EMA(ema)] if ema else []
-    callbacks += [EarlyStop(patience), Checkpoint(), MetricsCsv(), Summary(), Progress()]
+    callbacks += [EarlyStop(patience, monitor), Checkpoint(), MetricsCsv(), Summary(), Progress()]
     if tensorboard:
         callbacks.append(TensorBoard())
     if plots:

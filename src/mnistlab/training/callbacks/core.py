@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -18,20 +19,38 @@ from mnistlab.training.state import FitState
 BEST_BEFORE_PARTIAL = "best-before-partial.pt"
 
 
-def early_stop_reason(patience: int, early: EarlyStopping) -> str:
+def early_stop_reason(patience: int, early: EarlyStopping, monitor: str = "valid_loss") -> str:
+    if monitor == "valid_accuracy":  # the tracker minimises, so it holds the accuracy negated
+        best = f"best {100 * -early.best:.2f}%"
+    else:
+        best = f"best {early.best:.4f}"
     return (
-        f"early stopping: valid loss did not improve for {patience} epochs "
-        f"(best {early.best:.4f} at epoch {early.best_epoch})"
+        f"early stopping: {monitor.replace('_', ' ')} did not improve for {patience} epochs "
+        f"({best} at epoch {early.best_epoch})"
     )
 
 
+def monitored_value(row: dict[str, Any], monitor: str) -> float:
+    """What the best epoch is picked by, as a value to minimise: the valid loss, or the valid accuracy
+    negated (`--monitor`); without a validation split, the same of the training epoch."""
+    split = "valid" if row.get("valid_loss") is not None else "train"
+    if monitor == "valid_accuracy":
+        return -float(row[f"{split}_accuracy"])
+    return float(row[f"{split}_loss"])
+
+
 class EarlyStop(Callback):
-    """Tracks the best epoch (valid loss, else train loss) and stops after `patience` epochs without one."""
+    """Tracks the best epoch by `monitor` (valid loss, or valid accuracy; on the training epoch without a
+    validation split) and stops after `patience` epochs without a better one.
+
+    By accuracy, a tie is no improvement: of equally accurate epochs the first stays the best.
+    """
 
     state_key = "early_stopping"
 
-    def __init__(self, patience: int) -> None:
+    def __init__(self, patience: int, monitor: str = "valid_loss") -> None:
         self.tracker = EarlyStopping(patience=patience)
+        self.monitor = monitor
         self.before: dict[str, Any] | None = None  # the tracker before a partial epoch's update
 
     def on_fit_start(self, trainer: Any, state: FitState) -> None:
@@ -44,11 +63,10 @@ class EarlyStop(Callback):
             self.tracker.load_state_dict(self.before)
         partial = row.get("steps", 0) < trainer.budget.steps_per_epoch
         self.before = self.tracker.state_dict() if partial else None
-        value = row["valid_loss"] if row.get("valid_loss") is not None else row["train_loss"]
-        state.improved = self.tracker.update(value, state.epoch)
+        state.improved = self.tracker.update(monitored_value(row, self.monitor), state.epoch)
         state.best_epoch, state.best_value = self.tracker.best_epoch, self.tracker.best
         if self.tracker.should_stop:
-            state.stop(early_stop_reason(self.tracker.patience, self.tracker))
+            state.stop(early_stop_reason(self.tracker.patience, self.tracker, self.monitor))
 
     def state_dict(self) -> dict[str, Any]:
         return {**self.tracker.state_dict(), **({"before": self.before} if self.before else {})}
@@ -129,9 +147,13 @@ class Summary(Callback):
     @staticmethod
     def _write(trainer: Any, state: FitState, status: str, reason: str | None,
                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        best_loss = state.best_value
+        if getattr(trainer.cfg, "monitor", "valid_loss") == "valid_accuracy":  # best_value is an accuracy
+            best_loss = next((r.get("valid_loss") for r in state.history if r["epoch"] == state.best_epoch), None)
         summary = run_summary(
             {"name": trainer.path.name, **trainer.prep.summary}, status=status, stop_reason=str(reason),
-            history=state.history, best_epoch=state.best_epoch, best_valid_loss=state.best_value,
+            history=state.history, best_epoch=state.best_epoch,
+            best_valid_loss=math.inf if best_loss is None else best_loss,
             train_seconds=state.train_seconds, total_seconds=state.total_seconds, extra=extra,
         )
         write_json(trainer.path / "summary.json", summary)
