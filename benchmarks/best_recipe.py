@@ -7,11 +7,12 @@
 
 Each candidate is a dict of `mnistlab.train` overrides on top of `best`'s recipe (CANDIDATES):
 
-    best        the recipe as it is: shifts, rotations, scaling, EMA, best epoch by valid accuracy
+    best        the recipe as it is: shifts, rotations, scaling, best epoch by valid accuracy
     before      the recipe as it was before the training tools (shifts only, no EMA, best epoch by
                 valid loss): its training time, side by side, is the budget `best` must keep
     no-augment  the recipe without any augmentation
     no-rotate   the recipe with the shifts but without rotations and scaling
+    ema         the recipe with an average of the weights (--ema 0.999) validating and testing
 
 Every run's test split is scored from the checkpoint its test pass used (best.pt), with raw
 weights and, with --ema, their average, each without and with TTA (`--tta`). An average never
@@ -53,6 +54,7 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "before": {"rotate": 0, "zoom": 0, "ema": 0, "monitor": "valid_loss"},
     "no-augment": {"augment": False},
     "no-rotate": {"rotate": 0, "zoom": 0},
+    "ema": {"ema": 0.999},
 }
 SCORINGS = (("raw", False), ("raw", True), ("average", False), ("average", True))  # (weights, tta)
 

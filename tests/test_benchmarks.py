@@ -258,17 +258,18 @@ def _script(tmp_path: Path, name: str, *args: str) -> tuple[str, list[dict]]:
 
 @pytest.mark.slow
 def test_best_recipe_quick_scores_each_run_every_way_it_has(tmp_path: Path) -> None:
-    stdout, records = _script(tmp_path, "best_recipe.py", "--jobs", "2", "--runs", "best:0,before:0,no-augment:0")
+    stdout, records = _script(tmp_path, "best_recipe.py", "--jobs", "2", "--runs", "best:0,before:0,no-augment:0,ema:0")
     ways = [(r["candidate"], r["weights"], r["tta"]) for r in records]
-    assert ways == [("best", "raw", False), ("best", "raw", True), ("best", "average", False), ("best", "average", True),
-                    ("before", "raw", False), ("before", "raw", True), ("no-augment", "raw", False),
-                    ("no-augment", "raw", True), ("no-augment", "average", False), ("no-augment", "average", True)]
+    assert ways == [("best", "raw", False), ("best", "raw", True), ("before", "raw", False), ("before", "raw", True),
+                    ("no-augment", "raw", False), ("no-augment", "raw", True), ("ema", "raw", False),
+                    ("ema", "raw", True), ("ema", "average", False), ("ema", "average", True)]
     assert all(0 <= r["accuracy"] <= 1 and r["epochs"] == 1 and r["threads"] == max(1, (os.cpu_count() or 1) // 2)
                for r in records)
     folders = {r["candidate"]: yaml.safe_load((Path(r["run"]) / "config.yaml").read_text()) for r in records}
-    assert (folders["best"]["rotate"], folders["best"]["monitor"], folders["best"]["ema"]) == (10.0, "valid_accuracy", 0.999)
+    assert (folders["best"]["rotate"], folders["best"]["monitor"], folders["best"]["ema"]) == (10.0, "valid_accuracy", 0)
     assert (folders["before"]["rotate"], folders["before"]["monitor"], folders["before"]["ema"]) == (0, "valid_loss", 0)
     assert (folders["no-augment"]["augment"], folders["no-augment"]["rotate"]) == (False, 0.0)
+    assert (folders["ema"]["ema"], folders["ema"]["rotate"]) == (0.999, 10.0)
     assert "| candidate | weights | TTA | seeds | mean test acc | worst seed | median train s |" in stdout
     assert "bad --runs item" in subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "best_recipe.py"), "--quick", "--runs", "nope:0"],
