@@ -792,6 +792,37 @@ def test_a_best_run_from_before_rotate_zoom_and_monitor_resumes_as_it_trained(fa
     assert (resumed["rotate"], resumed["zoom"], resumed["monitor"]) == (0.0, 0.0, "valid_loss")
 
 
+def test_every_reader_of_an_old_config_takes_the_absent_fields_as_it_trained(fake_mnist_root, tmp_path, capsys):
+    """A config.yaml without rotate/zoom/monitor: its resume takes `--rotate 0`, a sweep sees other settings than
+    best's recipe now, and compare names how it deviates from that recipe."""
+    from mnistlab.compare import key_options
+    from mnistlab.config import resolve_config
+    from mnistlab.runs import load_run
+    from mnistlab.sweep import config_changes
+
+    out = str(tmp_path / "runs")
+    code, _, err = cli(capsys, "train", "--model", "best", "--set", "width=4", "--data-dir", str(fake_mnist_root),
+                       "--out", out, "--epochs", "1", "--batch-size", "200", "--scheduler", "none", "--quiet",
+                       "--no-plots", "--name", "old")
+    assert code == 0, err
+    run_dir = tmp_path / "runs" / "old"
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    for key in ("rotate", "zoom", "monitor"):
+        del config[key]
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    fields = {k: v for k, v in config.items() if k in TrainConfig.__dataclass_fields__}
+    now = resolve_config(TrainConfig.from_dict(fields)).to_dict()  # the same command today: best's recipe now
+    changes = config_changes(run_dir, now)
+    assert {"rotate 0 -> 10", "zoom 0 -> 0.1", "monitor valid_loss -> valid_accuracy"} <= set(changes), changes
+    options = key_options(load_run(run_dir).config).split()
+    assert {"rotate=0", "zoom=0", "monitor=valid_loss"} <= set(options), options
+    code, _, err = cli(capsys, "train", "--resume", str(run_dir), "--epochs", "2", "--rotate", "0",
+                       "--monitor", "valid_loss", "--quiet")
+    assert code == 0, err
+    code, _, err = cli(capsys, "train", "--resume", str(run_dir), "--epochs", "3", "--augment", "--rotate", "10")
+    assert code == 2 and "--rotate cannot change" in err, err
+
+
 def test_no_augment_switches_off_the_recipes_rotations_but_refuses_the_users(fake_mnist_root, tmp_path):
     from mnistlab.config import resolve_config
 
