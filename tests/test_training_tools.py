@@ -713,6 +713,33 @@ def test_warps_are_drawn_after_the_shifts_so_runs_without_them_see_the_same_batc
     assert not torch.allclose(epoch(Augment(2, rotate=10, zoom=0.1), e=3)[0], warped)
 
 
+@pytest.mark.parametrize("kind", [dict(max_shift=2, rotate=10, zoom=0.1), dict(max_shift=2, flip=True, rotate=10),
+                                  dict(max_shift=1, flip=True)])
+def test_a_streamed_dataset_is_augmented_with_the_draws_of_resident_images(kind):
+    """StreamBatches (a Dataset too large for memory, in mnistlab.fit) once ignored --augment, rotate and zoom."""
+    from mnistlab.data import BatchIterator
+    from mnistlab.data.augment import Augment
+    from mnistlab.data.given import StreamBatches, StreamedImages
+
+    g = torch.Generator().manual_seed(4)
+    channels = 3 if kind.get("flip") else 1
+    images = torch.randint(0, 256, (90, channels, 12, 12), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, 10, (90,), generator=g)
+    items = [(images[i], int(labels[i])) for i in range(90)]
+    common = dict(batch_size=32, mean=0.2, std=0.3, seed=7)
+    resident = BatchIterator(images, labels, shuffle=True, augment=Augment(**kind), **common)
+    streamed = StreamBatches(StreamedImages(items, range(90), (channels, 12, 12)), labels, device="cpu",
+                             augment=Augment(**kind), **common)
+    plain = StreamBatches(StreamedImages(items, range(90), (channels, 12, 12)), labels, device="cpu", **common)
+    for epoch in (0, 3):
+        resident.set_epoch(epoch), streamed.set_epoch(epoch), plain.set_epoch(epoch)
+        a, b, c = list(resident), list(streamed), list(plain)
+        assert len(a) == len(b) == 3
+        for (xa, ya), (xb, yb), (xc, _) in zip(a, b, c):
+            assert torch.equal(ya, yb) and not torch.allclose(xb, xc)
+            torch.testing.assert_close(xb, xa)
+
+
 def test_rotate_and_zoom_are_recorded_checked_and_resume_exactly(fake_mnist_root, tmp_path, capsys):
     out = str(tmp_path / "runs")
     common = ["train", "--model", "logistic", "--data-dir", str(fake_mnist_root), "--out", out, "--quiet", "--no-plots"]
