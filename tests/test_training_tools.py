@@ -800,6 +800,17 @@ def test_monitor_valid_accuracy_makes_best_pt_and_the_summary_the_most_accurate_
         train(cfg(fake_mnist_root, tmp_path, model="logistic", monitor="accuracy"))
 
 
+def test_without_a_validation_split_both_monitors_record_the_best_epochs_train_loss(fake_mnist_root, tmp_path):
+    from mnistlab.training.engine import train
+
+    for monitor in ("valid_loss", "valid_accuracy"):
+        run = train(cfg(fake_mnist_root, tmp_path, model="logistic", epochs=2, valid_fraction=0.0, monitor=monitor,
+                        name=monitor))
+        rows = read_metrics_csv(run.path / "metrics.csv")
+        best = rows[run.summary["best_epoch"] - 1]
+        assert run.summary["best_valid_loss"] == pytest.approx(best["train_loss"]), monitor
+
+
 def test_a_best_run_from_before_rotate_zoom_and_monitor_resumes_as_it_trained(fake_mnist_root, tmp_path, capsys):
     """best's recipe gained rotate, zoom and monitor; a run folder written without them must not pick them up."""
     out = str(tmp_path / "runs")
