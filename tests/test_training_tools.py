@@ -755,7 +755,9 @@ def test_rotate_and_zoom_are_recorded_checked_and_resume_exactly(fake_mnist_root
     assert code == 0, err
     resumed = read_metrics_csv(tmp_path / "runs" / "half" / "metrics.csv")
     assert [r["train_loss"] for r in resumed] == [r["train_loss"] for r in straight]
-    for bad, message in ((["--rotate", "10"], "pass --augment too"), (["--augment", "--zoom", "1"], "bad zoom"),
+    for bad, message in ((["--rotate", "10"], "pass --augment too"), (["--augment", "--zoom", "1"], "bad zoom 1.0: a number from 0 to below 1"),
+                         (["--augment", "--zoom", "-0.1"], "bad zoom -0.1: a number from 0 to below 1"),
+                         (["--augment", "--zoom", "nan"], "bad zoom nan"),
                          (["--augment", "--rotate", "-5"], "rotate"), (["--augment", "--rotate", "x"], "--rotate")):
         code, _, err = cli(capsys, *common, *bad)
         assert code == 2 and message in err and "Traceback" not in err, (bad, err)

@@ -436,9 +436,8 @@ def validate(cfg: TrainConfig) -> None:
     _check_range("weight-decay", cfg.weight_decay, 0, 10)
     _check_range("label-smoothing", cfg.label_smoothing, 0, 1)
     _check_range("rotate", cfg.rotate, 0, 180)
-    _check_range("zoom", cfg.zoom, 0, 1)
-    if cfg.zoom >= 1:
-        raise UsageError(f"bad zoom {cfg.zoom!r}: below 1, like 0.1 (scaling by 0.9 to 1.1)")
+    if isinstance(cfg.zoom, bool) or not isinstance(cfg.zoom, (int, float)) or not 0 <= cfg.zoom < 1:
+        raise UsageError(f"bad zoom {cfg.zoom!r}: a number from 0 to below 1, like 0.1 (scaling by 0.9 to 1.1)")
     if (cfg.rotate or cfg.zoom) and not cfg.augment:
         raise UsageError("--rotate and --zoom add to --augment's shifts: pass --augment too (or use a model "
                          "whose recipe augments, like best)")
