@@ -211,6 +211,9 @@ def test_ema_for_a_module_object_and_a_text_run(tmp_path):
         mnistlab.evaluate(text, tta=True)
     with pytest.raises(UsageError, match="text runs"):
         train_text("builtin:sentiment", epochs=1, tta=True, out=str(tmp_path / "runs"), progress="quiet")
+    for images_only in ({"augment": True}, {"augment": True, "rotate": 10.0}):
+        with pytest.raises(UsageError, match="text runs have none"):
+            train_text("builtin:sentiment", epochs=1, out=str(tmp_path / "runs"), progress="quiet", **images_only)
 
 
 # ----------------------------------------------------------------------------- test-time augmentation
