@@ -380,6 +380,21 @@ def test_fit_reads_a_dataset_into_memory_or_streams_it(arrays, tmp_path, capsys)
     assert a.summary["status"] == "completed"
 
 
+def test_fit_augments_a_streamed_dataset_as_one_in_memory(arrays, tmp_path):
+    images, labels = arrays
+    runs = []
+    for name, budget in (("kept", None), ("streamed", 10_000)):
+        torch.manual_seed(0)
+        runs.append(mnistlab.fit(Net(), Items(images, labels), epochs=1, out=str(tmp_path), name=name, seed=3,
+                                 memory_budget=budget, augment=True, rotate=10, zoom=0.1, progress="quiet",
+                                 plots=False))
+    torch.manual_seed(0)
+    plain = mnistlab.fit(Net(), Items(images, labels), epochs=1, out=str(tmp_path), name="plain", seed=3,
+                         memory_budget=10_000, progress="quiet", plots=False)
+    kept, streamed = (r.history[0]["train_loss"] for r in runs)
+    assert streamed == pytest.approx(kept, rel=1e-5) and streamed != pytest.approx(plain.history[0]["train_loss"])
+
+
 def test_fit_a_zoo_model_and_a_file_model(arrays, models, fake_mnist_root, tmp_path):
     images, labels = arrays
     run = mnistlab.fit("dnn", (images, labels), epochs=1, out=str(tmp_path), progress="quiet", plots=False,

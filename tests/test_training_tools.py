@@ -211,6 +211,9 @@ def test_ema_for_a_module_object_and_a_text_run(tmp_path):
         mnistlab.evaluate(text, tta=True)
     with pytest.raises(UsageError, match="text runs"):
         train_text("builtin:sentiment", epochs=1, tta=True, out=str(tmp_path / "runs"), progress="quiet")
+    for images_only in ({"augment": True}, {"augment": True, "rotate": 10.0}):
+        with pytest.raises(UsageError, match="text runs have none"):
+            train_text("builtin:sentiment", epochs=1, out=str(tmp_path / "runs"), progress="quiet", **images_only)
 
 
 # ----------------------------------------------------------------------------- test-time augmentation
@@ -713,6 +716,33 @@ def test_warps_are_drawn_after_the_shifts_so_runs_without_them_see_the_same_batc
     assert not torch.allclose(epoch(Augment(2, rotate=10, zoom=0.1), e=3)[0], warped)
 
 
+@pytest.mark.parametrize("kind", [dict(max_shift=2, rotate=10, zoom=0.1), dict(max_shift=2, flip=True, rotate=10),
+                                  dict(max_shift=1, flip=True)])
+def test_a_streamed_dataset_is_augmented_with_the_draws_of_resident_images(kind):
+    """StreamBatches (a Dataset too large for memory, in mnistlab.fit) once ignored --augment, rotate and zoom."""
+    from mnistlab.data import BatchIterator
+    from mnistlab.data.augment import Augment
+    from mnistlab.data.given import StreamBatches, StreamedImages
+
+    g = torch.Generator().manual_seed(4)
+    channels = 3 if kind.get("flip") else 1
+    images = torch.randint(0, 256, (90, channels, 12, 12), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, 10, (90,), generator=g)
+    items = [(images[i], int(labels[i])) for i in range(90)]
+    common = dict(batch_size=32, mean=0.2, std=0.3, seed=7)
+    resident = BatchIterator(images, labels, shuffle=True, augment=Augment(**kind), **common)
+    streamed = StreamBatches(StreamedImages(items, range(90), (channels, 12, 12)), labels, device="cpu",
+                             augment=Augment(**kind), **common)
+    plain = StreamBatches(StreamedImages(items, range(90), (channels, 12, 12)), labels, device="cpu", **common)
+    for epoch in (0, 3):
+        resident.set_epoch(epoch), streamed.set_epoch(epoch), plain.set_epoch(epoch)
+        a, b, c = list(resident), list(streamed), list(plain)
+        assert len(a) == len(b) == 3
+        for (xa, ya), (xb, yb), (xc, _) in zip(a, b, c):
+            assert torch.equal(ya, yb) and not torch.allclose(xb, xc)
+            torch.testing.assert_close(xb, xa)
+
+
 def test_rotate_and_zoom_are_recorded_checked_and_resume_exactly(fake_mnist_root, tmp_path, capsys):
     out = str(tmp_path / "runs")
     common = ["train", "--model", "logistic", "--data-dir", str(fake_mnist_root), "--out", out, "--quiet", "--no-plots"]
@@ -728,7 +758,9 @@ def test_rotate_and_zoom_are_recorded_checked_and_resume_exactly(fake_mnist_root
     assert code == 0, err
     resumed = read_metrics_csv(tmp_path / "runs" / "half" / "metrics.csv")
     assert [r["train_loss"] for r in resumed] == [r["train_loss"] for r in straight]
-    for bad, message in ((["--rotate", "10"], "pass --augment too"), (["--augment", "--zoom", "1"], "bad zoom"),
+    for bad, message in ((["--rotate", "10"], "pass --augment too"), (["--augment", "--zoom", "1"], "bad zoom 1.0: a number from 0 to below 1"),
+                         (["--augment", "--zoom", "-0.1"], "bad zoom -0.1: a number from 0 to below 1"),
+                         (["--augment", "--zoom", "nan"], "bad zoom nan"),
                          (["--augment", "--rotate", "-5"], "rotate"), (["--augment", "--rotate", "x"], "--rotate")):
         code, _, err = cli(capsys, *common, *bad)
         assert code == 2 and message in err and "Traceback" not in err, (bad, err)
@@ -773,6 +805,17 @@ def test_monitor_valid_accuracy_makes_best_pt_and_the_summary_the_most_accurate_
         train(cfg(fake_mnist_root, tmp_path, model="logistic", monitor="accuracy"))
 
 
+def test_without_a_validation_split_both_monitors_record_the_best_epochs_train_loss(fake_mnist_root, tmp_path):
+    from mnistlab.training.engine import train
+
+    for monitor in ("valid_loss", "valid_accuracy"):
+        run = train(cfg(fake_mnist_root, tmp_path, model="logistic", epochs=2, valid_fraction=0.0, monitor=monitor,
+                        name=monitor))
+        rows = read_metrics_csv(run.path / "metrics.csv")
+        best = rows[run.summary["best_epoch"] - 1]
+        assert run.summary["best_valid_loss"] == pytest.approx(best["train_loss"]), monitor
+
+
 def test_a_best_run_from_before_rotate_zoom_and_monitor_resumes_as_it_trained(fake_mnist_root, tmp_path, capsys):
     """best's recipe gained rotate, zoom and monitor; a run folder written without them must not pick them up."""
     out = str(tmp_path / "runs")
@@ -790,6 +833,37 @@ def test_a_best_run_from_before_rotate_zoom_and_monitor_resumes_as_it_trained(fa
     assert code == 0, err
     resumed = yaml.safe_load(path.read_text())
     assert (resumed["rotate"], resumed["zoom"], resumed["monitor"]) == (0.0, 0.0, "valid_loss")
+
+
+def test_every_reader_of_an_old_config_takes_the_absent_fields_as_it_trained(fake_mnist_root, tmp_path, capsys):
+    """A config.yaml without rotate/zoom/monitor: its resume takes `--rotate 0`, a sweep sees other settings than
+    best's recipe now, and compare names how it deviates from that recipe."""
+    from mnistlab.compare import key_options
+    from mnistlab.config import resolve_config
+    from mnistlab.runs import load_run
+    from mnistlab.sweep import config_changes
+
+    out = str(tmp_path / "runs")
+    code, _, err = cli(capsys, "train", "--model", "best", "--set", "width=4", "--data-dir", str(fake_mnist_root),
+                       "--out", out, "--epochs", "1", "--batch-size", "200", "--scheduler", "none", "--quiet",
+                       "--no-plots", "--name", "old")
+    assert code == 0, err
+    run_dir = tmp_path / "runs" / "old"
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    for key in ("rotate", "zoom", "monitor"):
+        del config[key]
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    fields = {k: v for k, v in config.items() if k in TrainConfig.__dataclass_fields__}
+    now = resolve_config(TrainConfig.from_dict(fields)).to_dict()  # the same command today: best's recipe now
+    changes = config_changes(run_dir, now)
+    assert {"rotate 0 -> 10", "zoom 0 -> 0.1", "monitor valid_loss -> valid_accuracy"} <= set(changes), changes
+    options = key_options(load_run(run_dir).config).split()
+    assert {"rotate=0", "zoom=0", "monitor=valid_loss"} <= set(options), options
+    code, _, err = cli(capsys, "train", "--resume", str(run_dir), "--epochs", "2", "--rotate", "0",
+                       "--monitor", "valid_loss", "--quiet")
+    assert code == 0, err
+    code, _, err = cli(capsys, "train", "--resume", str(run_dir), "--epochs", "3", "--augment", "--rotate", "10")
+    assert code == 2 and "--rotate cannot change" in err, err
 
 
 def test_no_augment_switches_off_the_recipes_rotations_but_refuses_the_users(fake_mnist_root, tmp_path):

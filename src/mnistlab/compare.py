@@ -57,8 +57,8 @@ FORMATS = ("table", "csv", "markdown")
 # Recipe settings worth naming in the options column when a run deviates from its model's recipe.
 _MAIN_FIELDS = (
     "init", "optimizer", "lr", "momentum", "nesterov", "batch_size", "epochs", "scheduler", "weight_decay",
-    "label_smoothing", "augment", "rotate", "zoom", "patience", "clip_grad", "valid_fraction", "seed", "dataset",
-    "channels", "image_size", "labels",
+    "label_smoothing", "augment", "rotate", "zoom", "patience", "monitor", "clip_grad", "valid_fraction", "seed",
+    "dataset", "channels", "image_size", "labels",
     "ema", "accumulate", "class_weights", "tta",
 )
 _GLOB_CHARS = set("*?[")
@@ -144,6 +144,9 @@ def key_options(config: dict[str, Any]) -> str:
     settings that differ from `mnistlab text train`'s defaults. Unknown models (a registry that
     changed since the run) show every model option and no deviations.
     """
+    from mnistlab.config import as_recorded
+
+    config = as_recorded(config)  # a run from before --rotate trained without it, whatever its recipe says now
     options, defaults = _options_and_defaults(config)
     parts: list[str] = []
     for key, value in options.items():

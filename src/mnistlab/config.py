@@ -21,7 +21,7 @@ from mnistlab.errors import UsageError
 
 __all__ = [
     "AMP_MODES", "DEVICES", "GLOBAL_DEFAULTS", "INIT_METHODS", "MONITORS", "OPTIMIZERS", "PROGRESS_MODES", "SCHEDULERS",
-    "TrainConfig", "coerce_value", "load_config_file", "resolve_config", "validate",
+    "TrainConfig", "as_recorded", "coerce_value", "load_config_file", "resolve_config", "validate",
 ]
 
 
@@ -130,6 +130,15 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
 # that lacks them meant. A run from before resumes as it trained, not with a value a model's recipe
 # gained since (best's rotate, zoom and monitor).
 ABSENT_MEANS: dict[str, Any] = {"rotate": 0.0, "zoom": 0.0, "monitor": "valid_loss"}
+
+
+def as_recorded(saved: dict[str, Any]) -> dict[str, Any]:
+    """A run folder's config.yaml values with what each field it lacks (ABSENT_MEANS) meant when it trained.
+
+    Every reader of a saved config goes through this (resume, a sweep's same-settings check, compare),
+    so an old run is never taken for one trained with what a model's recipe gained since.
+    """
+    return {**ABSENT_MEANS, **saved}
 
 
 def _plain(value: Any) -> Any:
@@ -427,9 +436,8 @@ def validate(cfg: TrainConfig) -> None:
     _check_range("weight-decay", cfg.weight_decay, 0, 10)
     _check_range("label-smoothing", cfg.label_smoothing, 0, 1)
     _check_range("rotate", cfg.rotate, 0, 180)
-    _check_range("zoom", cfg.zoom, 0, 1)
-    if cfg.zoom >= 1:
-        raise UsageError(f"bad zoom {cfg.zoom!r}: below 1, like 0.1 (scaling by 0.9 to 1.1)")
+    if isinstance(cfg.zoom, bool) or not isinstance(cfg.zoom, (int, float)) or not 0 <= cfg.zoom < 1:
+        raise UsageError(f"bad zoom {cfg.zoom!r}: a number from 0 to below 1, like 0.1 (scaling by 0.9 to 1.1)")
     if (cfg.rotate or cfg.zoom) and not cfg.augment:
         raise UsageError("--rotate and --zoom add to --augment's shifts: pass --augment too (or use a model "
                          "whose recipe augments, like best)")

@@ -168,13 +168,12 @@ def config_changes(run_dir: Path, resolved: dict[str, Any]) -> list[str]:
     out. Returns `["epochs 1 -> 2", "hidden_dims 784,128 -> 784,256", ...]`; [] when they match.
     """
     from mnistlab.compare import short_value
-    from mnistlab.config import TrainConfig, load_config_file, resolve_config
-
+    from mnistlab.config import TrainConfig, as_recorded, load_config_file, resolve_config
     from mnistlab.models.usercode import is_file_model
 
     source = run_dir / "config.yaml"
     try:
-        cfg = TrainConfig.from_dict(load_config_file(source), str(source))
+        cfg = TrainConfig.from_dict(as_recorded(load_config_file(source)), str(source))
         if is_file_model(cfg.model) and cfg.model != resolved["model"]:
             return [f"model {cfg.model} -> {resolved['model']}"]  # another file: never imported from a run folder
         saved = resolve_config(cfg, load_code=True).to_dict()  # only the file the sweep itself names

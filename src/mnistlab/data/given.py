@@ -221,13 +221,15 @@ def _digest(data: ImageData) -> str:
 
 class StreamBatches:
     """Training batches of a streamed Dataset through a DataLoader: the epoch's order is a pure function of
-    (seed, epoch) as in BatchIterator, each batch read, then normalised on the device."""
+    (seed, epoch) as in BatchIterator, each batch read, then augmented (`augment`, an Augment: the draws
+    BatchIterator makes, so streamed and resident images train alike) and normalised on the device."""
 
     def __init__(self, images: StreamedImages, labels: torch.Tensor, *, batch_size: int, mean: Any, std: Any,
                  seed: int, device: Any, channels_last: bool = False, drop_last: bool = False, rank: int = 0,
-                 world_size: int = 1) -> None:
+                 world_size: int = 1, augment: Any = None) -> None:
         from mnistlab.data.loader import normalisation
 
+        self.augment = augment
         self.images, self.labels, self.batch_size, self.seed = images, labels, int(batch_size), int(seed)
         self.device, self.channels_last, self.drop_last = torch.device(device), channels_last, drop_last
         self.rank, self.world_size, self.epoch = rank, world_size, 0
@@ -248,15 +250,21 @@ class StreamBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         from torch.utils.data import DataLoader
 
-        from mnistlab.data.loader import epoch_generator
+        from mnistlab.data.loader import augment_batch, augment_draws, epoch_generator
 
-        order = torch.randperm(len(self.images), generator=epoch_generator(self.seed, self.epoch))
-        order = order[self.rank::self.world_size].tolist()
+        gen = epoch_generator(self.seed, self.epoch)
+        order = torch.randperm(len(self.images), generator=gen)
+        draws = None if self.augment is None else augment_draws(self.augment, len(self.images), gen, self.device)
+        order = order[self.rank::self.world_size]
         self.epoch += 1
-        loader = DataLoader(_Indexed(self.images, self.labels), batch_size=self.batch_size, sampler=order,
+        loader = DataLoader(_Indexed(self.images, self.labels), batch_size=self.batch_size, sampler=order.tolist(),
                             drop_last=self.drop_last, num_workers=0)
-        for x, y in loader:
-            x = x.to(self.device).float().mul_(self._scale).add_(self._shift)
+        for i, (x, y) in enumerate(loader):
+            x = x.to(self.device)
+            if draws is not None:
+                idx = order[i * self.batch_size:(i + 1) * self.batch_size].to(self.device)
+                x = augment_batch(x, idx, self.augment, draws)
+            x = x.float().mul_(self._scale).add_(self._shift)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, y.to(self.device)

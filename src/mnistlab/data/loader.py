@@ -106,6 +106,42 @@ def shift_images(images: torch.Tensor, shifts: torch.Tensor, max_shift: int = MA
     return _gather_shifted(padded, idx, shifts.to(images.device), base, shape, max_shift)
 
 
+Draws = tuple["torch.Tensor | None", "torch.Tensor | None", "torch.Tensor | None"]
+
+
+def augment_draws(kind: Augment, n: int, gen: torch.Generator | None, device: torch.device) -> Draws:
+    """(shifts [n, 2], flips [n] or None, warps [n, 2] or None) of one epoch's `n` samples, in index order.
+
+    Drawn from the epoch's generator after its permutation, so the draw of sample i in epoch e does not
+    depend on batch size, sharding, or whether the images are resident or streamed (StreamBatches).
+    """
+    shifts = torch.randint(-kind.max_shift, kind.max_shift + 1, (n, 2), generator=gen).to(device)
+    flips = warps = None
+    if kind.flip:  # drawn after the shifts, so digits' shifts are what they always were
+        flips = torch.randint(0, 2, (n,), generator=gen).to(device)
+    if kind.warps:  # drawn last, for the same reason: (angle in radians, scale) per sample
+        u = torch.rand((n, 2), generator=gen, dtype=torch.float64) * 2 - 1
+        angles, scales = u[:, 0] * math.radians(kind.rotate), 1 + u[:, 1] * kind.zoom
+        warps = torch.stack([angles, scales], 1).to(device, torch.float32)
+    return shifts, flips, warps
+
+
+def warp_batch(x: torch.Tensor, warps: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """The batch of samples `idx` resampled by their warp draws, in float32 (bf16 would blur the digits' edges)."""
+    w = warps.index_select(0, idx)
+    return warp_images(x.float(), w[:, 0], w[:, 1])
+
+
+def augment_batch(x: torch.Tensor, idx: torch.Tensor, kind: Augment, draws: Draws) -> torch.Tensor:
+    """A batch of uint8 images [B, C, H, W] (samples `idx`) shifted, flipped and warped by their draws: what
+    BatchIterator's one gather from its padded resident copy gives, for images read batch by batch."""
+    shifts, flips, warps = draws
+    x = shift_images(x, shifts.index_select(0, idx), kind.max_shift)
+    if flips is not None:  # shifted, then mirrored: the gather's order
+        x = torch.where(flips.index_select(0, idx).view(-1, 1, 1, 1).bool(), x.flip(-1), x)
+    return x if warps is None else warp_batch(x, warps, idx)
+
+
 class BatchIterator:
     """Yields (x, y) batches from uint8 images resident on `device`.
 
@@ -170,7 +206,7 @@ class BatchIterator:
         self.augment = kind is not None
         self._m = kind.max_shift if kind is not None else 0
         self._flip = bool(kind is not None and kind.flip)
-        self._warp = kind if kind is not None and kind.warps else None
+        self._kind = kind
         self.rank, self.world_size = int(rank), int(world_size)
         scale, shift = normalisation(mean, std, images.shape[1])
         self._scale = scale.to(self.device, dtype)
@@ -224,23 +260,9 @@ class BatchIterator:
         gen = epoch_generator(self.seed, epoch) if (self.shuffle or self.augment) else None
         order = self._order(gen)
         shifts = flips = warps = None
-        if self.augment:
-            # Drawn for the whole dataset in index order after the permutation: the shift of
-            # sample i in epoch e does not depend on batch size or sharding.
-            shifts = torch.randint(-self._m, self._m + 1, (len(self.images), 2), generator=gen)
-            shifts = shifts.to(self.device)
-            if self._flip:  # drawn after the shifts, so digits' shifts are what they always were
-                flips = torch.randint(0, 2, (len(self.images),), generator=gen).to(self.device)
-            if self._warp is not None:  # drawn last, for the same reason
-                warps = self._warp_draws(gen)
+        if self._kind is not None:
+            shifts, flips, warps = augment_draws(self._kind, len(self.images), gen, self.device)
         return self._batches(order, shifts, flips, warps)
-
-    def _warp_draws(self, gen: torch.Generator | None) -> torch.Tensor:
-        """[N, 2] (angle in radians, scale) per sample, uniform in +-rotate degrees and 1 +- zoom."""
-        u = torch.rand((len(self.images), 2), generator=gen, dtype=torch.float64) * 2 - 1
-        angles = u[:, 0] * math.radians(self._warp.rotate)
-        scales = 1 + u[:, 1] * self._warp.zoom
-        return torch.stack([angles, scales], 1).to(self.device, torch.float32)
 
     def _augmented(self, idx: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor | None) -> torch.Tensor:
         """Samples `idx`, shifted (and flipped) by their draws, picked from the padded copy in one gather."""
@@ -263,9 +285,8 @@ class BatchIterator:
                 # index_select, not images[idx]: the same gather with far less per-call overhead.
                 y = self.labels.index_select(0, idx)
                 x = self.images.index_select(0, idx) if shifts is None else self._augmented(idx, shifts, flips)
-            if warps is not None:  # resampled in float32 (bf16 would blur the digits' edges), then cast
-                w = warps.index_select(0, idx)
-                x = warp_images(x.float(), w[:, 0], w[:, 1])
+            if warps is not None:
+                x = warp_batch(x, warps, idx)
             # to() copies, so the in-place ops never touch the resident uint8 set.
             x = x.to(self.dtype).mul_(self._scale).add_(self._shift)
             if self.channels_last:

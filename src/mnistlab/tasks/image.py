@@ -156,7 +156,7 @@ class ImageTask:
                 return StreamBatches(
                     data.train_images[train_idx], data.train_labels[train_idx], batch_size=per_rank, mean=data.mean,
                     std=data.std, seed=cfg.seed, device=strategy.device, channels_last=self.channels_last,
-                    drop_last=drop_last, rank=strategy.rank, world_size=strategy.world_size,
+                    drop_last=drop_last, rank=strategy.rank, world_size=strategy.world_size, augment=self.augment,
                 )
             return BatchIterator(
                 data.train_images[train_idx], data.train_labels[train_idx], batch_size=per_rank, rank=strategy.rank,

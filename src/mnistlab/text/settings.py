@@ -51,6 +51,8 @@ def resolve_text(settings: TextSettings, cfg: TrainConfig) -> TrainConfig:
     validate(resolved)
     if resolved.tta:
         raise UsageError("tta averages over shifted copies of images: text runs have none to shift")
+    if resolved.augment:  # validate() already refused rotate/zoom without it
+        raise UsageError("augment (and rotate, zoom) shift and turn images: text runs have none (was silently ignored)")
     if not 0 <= settings.test_fraction < 1:
         raise UsageError(f"bad test-fraction {settings.test_fraction!r}: must be in [0, 1)")
     for name in ("max_len", "min_freq", "vocab_size"):

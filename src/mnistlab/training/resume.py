@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Iterable
 
-from mnistlab.config import TrainConfig
+from mnistlab.config import TrainConfig, as_recorded
 from mnistlab.errors import MnistlabError, UsageError
 from mnistlab.runs import Run, load_run, write_metrics_csv
 from mnistlab.training.callbacks.base import CallbackList
@@ -62,7 +62,7 @@ def resumed_run(requested: TrainConfig, kind: str, also_given: dict[str, Any] | 
     asked = {name: getattr(requested, name) for name in (changed_fields(requested) if given is None else given)
              if name in _FIELDS}
     asked.update(also_given or {})
-    saved = run.config
+    saved = as_recorded(run.config)  # `--rotate 0` for a run from before --rotate is what it trained with
     refuse_ignored([name for name, value in asked.items() if name not in may_change
                     and not _same(value, saved.get(name))], run)
     return run
@@ -135,13 +135,13 @@ def resume_image_config(
     imports it by itself. A run of a module object (mnistlab.fit) resumes only from Python, with an
     object of the same class (`object_model`) and, for data given as objects, the same data.
     """
-    from mnistlab.config import ABSENT_MEANS, load_config_file, resolve_config
+    from mnistlab.config import load_config_file, resolve_config
     from mnistlab.models.usercode import ModelCode, is_file_model, verify_code
 
     if is_file_model(requested.model) and code.path is None:
         code = ModelCode.of(requested.model, code.allow_changed)
     run = resumed_run(requested, "image", code_given=code.path is not None or object_model is not None, given=given)
-    saved = {**ABSENT_MEANS, **load_config_file(run.path / "config.yaml")}
+    saved = as_recorded(load_config_file(run.path / "config.yaml"))
     cfg = TrainConfig.from_dict(saved, f"{run.path}/config.yaml")
     if cfg.model.startswith("object:") and object_model != cfg.model:
         how = f"with an object of that class, not {object_model}" if object_model else "from Python"

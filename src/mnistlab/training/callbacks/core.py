@@ -149,7 +149,9 @@ class Summary(Callback):
                extra: dict[str, Any] | None = None) -> dict[str, Any]:
         best_loss = state.best_value
         if getattr(trainer.cfg, "monitor", "valid_loss") == "valid_accuracy":  # best_value is an accuracy
-            best_loss = next((r.get("valid_loss") for r in state.history if r["epoch"] == state.best_epoch), None)
+            # The loss the valid_loss monitor would hold for that epoch: without a validation split, its train loss.
+            best_loss = next((monitored_value(r, "valid_loss") for r in state.history
+                              if r["epoch"] == state.best_epoch), None)
         summary = run_summary(
             {"name": trainer.path.name, **trainer.prep.summary}, status=status, stop_reason=str(reason),
             history=state.history, best_epoch=state.best_epoch,
