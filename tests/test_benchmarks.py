@@ -258,7 +258,8 @@ def _script(tmp_path: Path, name: str, *args: str) -> tuple[str, list[dict]]:
 
 @pytest.mark.slow
 def test_best_recipe_quick_scores_each_run_every_way_it_has(tmp_path: Path) -> None:
-    stdout, records = _script(tmp_path, "best_recipe.py", "--jobs", "2", "--runs", "best:0,before:0,no-augment:0,ema:0")
+    stdout, records = _script(tmp_path, "best_recipe.py", "--jobs", "2", "--runs", "best:0,before:0,no-augment:0,ema:0",
+                              "--out", str(tmp_path / "runs"))
     ways = [(r["candidate"], r["weights"], r["tta"]) for r in records]
     assert ways == [("best", "raw", False), ("best", "raw", True), ("before", "raw", False), ("before", "raw", True),
                     ("no-augment", "raw", False), ("no-augment", "raw", True), ("ema", "raw", False),
