@@ -205,7 +205,6 @@ class BatchIterator:
         kind = Augment(MAX_SHIFT) if augment is True else (augment or None)
         self.augment = kind is not None
         self._m = kind.max_shift if kind is not None else 0
-        self._flip = bool(kind is not None and kind.flip)
         self._kind = kind
         self.rank, self.world_size = int(rank), int(world_size)
         scale, shift = normalisation(mean, std, images.shape[1])
@@ -218,7 +217,7 @@ class BatchIterator:
             self._shape = tuple(self.images.shape[1:])
             self._padded = F.pad(self.images, (self._m,) * 4).reshape(-1)
             self._base = _shift_offsets(self._shape, self._m, self.device)
-            self._flipped = _shift_offsets(self._shape, self._m, self.device, flip=True) if self._flip else None
+            self._flipped = _shift_offsets(self._shape, self._m, self.device, flip=True) if kind.flip else None
 
     @property
     def num_samples(self) -> int:

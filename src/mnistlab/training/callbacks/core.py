@@ -148,7 +148,7 @@ class Summary(Callback):
     def _write(trainer: Any, state: FitState, status: str, reason: str | None,
                extra: dict[str, Any] | None = None) -> dict[str, Any]:
         best_loss = state.best_value
-        if getattr(trainer.cfg, "monitor", "valid_loss") == "valid_accuracy":  # best_value is an accuracy
+        if trainer.cfg.monitor == "valid_accuracy":  # best_value is an accuracy
             # The loss the valid_loss monitor would hold for that epoch: without a validation split, its train loss.
             best_loss = next((monitored_value(r, "valid_loss") for r in state.history
                               if r["epoch"] == state.best_epoch), None)
