@@ -2,6 +2,7 @@
 
     python benchmarks/probe_step.py dnn      # the DNN 784-128-128-128 training step: variants side by side + profile
     python benchmarks/probe_step.py conv1    # fast's first convolution: oneDNN vs an im2col matmul
+    python benchmarks/probe_step.py best     # best's batches with/without rotations, and its step at batch 128/256
 
 Not part of `make bench`: these probe single choices (bf16 autocast for the DNN, the Adam
 implementation, thread count, torch's dropout against mnistlab's, an im2col first
@@ -35,6 +36,16 @@ def _medians(fns: dict[str, Callable[[], float]]) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in results.items()}
 
 
+def _images_per_second(step: Callable[[], None], batch: int, *, warmup: int, steps: int) -> float:
+    """Images/second of `steps` calls of a training step on a batch of `batch`, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return batch * steps / (time.perf_counter() - start)
+
+
 def _dnn(torch_dropout: bool) -> nn.Module:
     torch.manual_seed(0)
     model = mnistlab.create_model("dnn", hidden_dims=(784, 128, 128, 128))
@@ -62,12 +73,7 @@ def _dnn_rate(batch: int, *, bf16: bool = False, fused: bool = True, threads: in
         loss.backward()
         opt.step()
 
-    for _ in range(20):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    rate = batch * steps / (time.perf_counter() - start)
+    rate = _images_per_second(step, batch, warmup=20, steps=steps)
     torch.set_num_threads(2)
     return rate
 
@@ -156,11 +162,62 @@ def probe_conv1() -> None:
     print(f"  im2col / oneDNN, forward + backward: {us['im2col, forward + backward'] / us['oneDNN conv, forward + backward']:.2f}x")
 
 
+def _best_batches_rate(augment: Any, n: int = 12_800) -> float:
+    """Images/second of BatchIterator alone making `best`'s training batches (uint8 -> shifted [-> warped] -> float)."""
+    from mnistlab.data import BatchIterator
+
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=gen)
+    batches = BatchIterator(images, torch.zeros(n, dtype=torch.long), batch_size=128, mean=(0.1307,), std=(0.3081,),
+                            shuffle=True, seed=0, augment=augment, channels_last=True)
+    start = time.perf_counter()
+    for _ in batches:
+        pass
+    return n / (time.perf_counter() - start)
+
+
+def _best_step_rate(batch: int, steps: int = 30) -> float:
+    """Training images/second of `best`'s step (forward, label-smoothed loss, backward, AdamW), fp32, 1 thread."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = mnistlab.create_model("best").to(memory_format=torch.channels_last).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=5e-4)
+    x = torch.randn(batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,))
+
+    def step() -> None:
+        loss = F.cross_entropy(model(x), y, label_smoothing=0.1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return _images_per_second(step, batch, warmup=3, steps=steps)
+
+
+def probe_best() -> None:
+    """Is `--rotate/--zoom` a cost beside `best`'s step, and would a bigger batch train faster? (1 thread)"""
+    from mnistlab.data.augment import Augment
+
+    loader = _medians({
+        "batches, shifts only": lambda: _best_batches_rate(Augment(2)),
+        "batches, shifts + rotate 10 + zoom 0.1": lambda: _best_batches_rate(Augment(2, rotate=10.0, zoom=0.1)),
+    })
+    step = _medians({"step, batch 128": lambda: _best_step_rate(128), "step, batch 256": lambda: _best_step_rate(256)})
+    print("best, images/second on 1 thread (medians of 5):")
+    for name, value in {**loader, **step}.items():
+        print(f"  {name:40s} {value:9.0f}")
+    per_image = {k: 1 / v for k, v in {**loader, **step}.items()}
+    extra = per_image["batches, shifts + rotate 10 + zoom 0.1"] - per_image["batches, shifts only"]
+    print(f"  the warp's cost per image / the batch-128 step's: {extra / per_image['step, batch 128']:.3f}")
+    print(f"  step time per image, batch 256 / batch 128: {per_image['step, batch 256'] / per_image['step, batch 128']:.2f}x")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("probe", choices=["dnn", "conv1"])
+    p.add_argument("probe", choices=["dnn", "conv1", "best"])
     args = p.parse_args()
-    {"dnn": probe_dnn, "conv1": probe_conv1}[args.probe]()
+    {"dnn": probe_dnn, "conv1": probe_conv1, "best": probe_best}[args.probe]()
 
 
 if __name__ == "__main__":

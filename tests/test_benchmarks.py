@@ -258,17 +258,21 @@ def _script(tmp_path: Path, name: str, *args: str) -> tuple[str, list[dict]]:
 
 @pytest.mark.slow
 def test_best_recipe_quick_scores_each_run_every_way_it_has(tmp_path: Path) -> None:
-    stdout, records = _script(tmp_path, "best_recipe.py", "--jobs", "2", "--runs", "best:0,before:0,no-augment:0,ema:0",
-                              "--out", str(tmp_path / "runs"))
+    stdout, records = _script(tmp_path, "best_recipe.py", "--jobs", "2", "--out", str(tmp_path / "runs"),
+                              "--runs", "best:0,before:0,all-data:0,no-augment:0,ema:0")
     ways = [(r["candidate"], r["weights"], r["tta"]) for r in records]
     assert ways == [("best", "raw", False), ("best", "raw", True), ("before", "raw", False), ("before", "raw", True),
-                    ("no-augment", "raw", False), ("no-augment", "raw", True), ("ema", "raw", False),
-                    ("ema", "raw", True), ("ema", "average", False), ("ema", "average", True)]
+                    ("all-data", "raw", False), ("all-data", "raw", True), ("no-augment", "raw", False),
+                    ("no-augment", "raw", True), ("ema", "raw", False), ("ema", "raw", True), ("ema", "average", False),
+                    ("ema", "average", True)]
     assert all(0 <= r["accuracy"] <= 1 and r["epochs"] == 1 and r["threads"] == max(1, (os.cpu_count() or 1) // 2)
                for r in records)
     folders = {r["candidate"]: yaml.safe_load((Path(r["run"]) / "config.yaml").read_text()) for r in records}
     assert (folders["best"]["rotate"], folders["best"]["monitor"], folders["best"]["ema"]) == (10.0, "valid_accuracy", 0)
     assert (folders["before"]["rotate"], folders["before"]["monitor"], folders["before"]["ema"]) == (0, "valid_loss", 0)
+    # all-data holds nothing out and brings its own 11 epochs, yet --quick's 1 epoch wins (checked above).
+    assert [folders[c]["valid_fraction"] for c in ("best", "before", "all-data")] == [0.1, 0.1, 0.0]
+    assert (folders["all-data"]["rotate"], folders["all-data"]["monitor"]) == (10.0, "valid_accuracy")
     assert (folders["no-augment"]["augment"], folders["no-augment"]["rotate"]) == (False, 0.0)
     assert (folders["ema"]["ema"], folders["ema"]["rotate"]) == (0.999, 10.0)
     assert "| candidate | weights | TTA | seeds | mean test acc | worst seed | median train s |" in stdout

@@ -119,7 +119,11 @@ def start(data_root: Path, out: Path, name: str, flags: list[str] = RUN_FLAGS) -
     cmd = [sys.executable, "-m", "mnistlab", "train", *flags, "--data-dir", str(data_root),
            "--out", str(out), "--name", name, "--jsonl"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # A pytest started in the background by a shell without job control (`pytest &` in a script) has
+    # SIGINT ignored, and a child inherits that: Python would then install no Ctrl-C handler and the
+    # Ctrl-C test's run would train to the end. The child gets the default disposition, as a terminal gives it.
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
